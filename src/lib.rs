@@ -3,4 +3,16 @@
 //! Each stage is a module with `run(&Config) -> Result<Report>`; stages talk only through the
 //! fixed-name files that [`layout`] knows.
 
+pub mod atomic;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod layout;
+pub mod prepare;
+pub mod progress;
 pub mod rng;
+pub mod schema;
+pub mod split;
+pub mod table;
+
+pub use error::{Error, Result};

@@ -1,1 +1,77 @@
-fn main() {}
+//! The `lungseg` binary: parses arguments, runs one stage, prints the error chain, sets the exit code.
+
+use anyhow::Context;
+use clap::Parser;
+use lungseg::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LUNGSEG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("lungseg={level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn run(cli: &Cli) -> Result<(), lungseg::Error> {
+    match &cli.command {
+        Command::Prepare(args) => {
+            let cfg = args.resolve(cli.quiet)?;
+            let report = lungseg::prepare::run(&cfg)?;
+            println!("{}", report.summary());
+        }
+        Command::Split(args) => {
+            let cfg = args.resolve()?;
+            let report = lungseg::split::run(&cfg)?;
+            if let Some(w) = report.ratio_warning() {
+                tracing::warn!("{w}");
+            }
+            println!("{}", report.summary());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                let _ = e.print();
+                let code = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    2
+                } else {
+                    0
+                };
+                return ExitCode::from(code);
+            }
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    match run(&cli).context("lungseg") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = err
+                .downcast_ref::<lungseg::Error>()
+                .map_or(1, lungseg::Error::exit_code);
+            eprintln!("error: {err:#}");
+            ExitCode::from(code.clamp(1, 255) as u8)
+        }
+    }
+}

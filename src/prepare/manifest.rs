@@ -1,0 +1,87 @@
+//! The manifest: every kept slice's metadata and shard position, without pixels.
+
+use super::shard_writer::ShardPosition;
+use super::slice::SliceRecord;
+use crate::error::Result;
+use crate::schema;
+use crate::table::write_table;
+use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};
+use std::path::Path;
+use std::sync::Arc;
+
+/// One row of `manifest.parquet`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRow {
+    /// `patient/nodule/file-stem`.
+    pub slice_id: String,
+    /// Patient folder name.
+    pub patient_id: String,
+    /// Nodule folder name.
+    pub nodule_id: String,
+    /// Image file name.
+    pub slice_name: String,
+    /// Number in the file stem.
+    pub slice_index: Option<i32>,
+    /// Native height.
+    pub height: i32,
+    /// Native width.
+    pub width: i32,
+    /// 8 or 16.
+    pub source_bits: i32,
+    /// Raters with a usable mask.
+    pub raters_present: i32,
+    /// Union-mask pixels.
+    pub mask_pixels: i64,
+    /// Where the pixels are.
+    pub position: ShardPosition,
+}
+
+impl ManifestRow {
+    /// The manifest row for a record written at `position`.
+    pub fn new(r: &SliceRecord, position: ShardPosition) -> Self {
+        Self {
+            slice_id: r.slice_id.clone(),
+            patient_id: r.patient_id.clone(),
+            nodule_id: r.nodule_id.clone(),
+            slice_name: r.slice_name.clone(),
+            slice_index: r.slice_index,
+            height: r.height as i32,
+            width: r.width as i32,
+            source_bits: i32::from(r.source_bits),
+            raters_present: i32::from(r.raters_present),
+            mask_pixels: r.mask_pixels as i64,
+            position,
+        }
+    }
+}
+
+/// Writes `manifest.parquet` atomically.
+pub fn write_manifest(path: &Path, rows: &[ManifestRow]) -> Result<u64> {
+    let strings = |f: fn(&ManifestRow) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    };
+    let ints = |f: fn(&ManifestRow) -> i32| -> ArrayRef {
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        strings(|r| &r.slice_id),
+        strings(|r| &r.patient_id),
+        strings(|r| &r.nodule_id),
+        strings(|r| &r.slice_name),
+        Arc::new(Int32Array::from(
+            rows.iter().map(|r| r.slice_index).collect::<Vec<_>>(),
+        )),
+        ints(|r| r.height),
+        ints(|r| r.width),
+        ints(|r| r.source_bits),
+        ints(|r| r.raters_present),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.mask_pixels),
+        )),
+        strings(|r| &r.position.shard),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.position.row),
+        )),
+    ];
+    write_table(path, schema::spec("manifest"), columns)
+}

@@ -1,0 +1,346 @@
+//! The `prepare` stage: LIDC slice tree → Parquet shards of windowed slices and fused masks,
+//! plus `manifest.parquet`, `rejects.parquet` and `prepare.json` (written last).
+
+pub mod decode;
+pub mod intensity;
+pub mod manifest;
+pub mod natural;
+pub mod reject;
+pub mod shard_writer;
+pub mod slice;
+pub mod walk;
+
+use crate::atomic::{remove_if_exists, write_json_atomic};
+use crate::error::{Error, IoContext, Result};
+use crate::layout::DataDir;
+use intensity::{IntensityRules, WindowMode};
+use manifest::{write_manifest, ManifestRow};
+use rayon::prelude::*;
+use reject::write_rejects;
+use serde::{Deserialize, Serialize};
+use shard_writer::ShardWriter;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The stage settings (`pipeline/prepare.toml`, overridable by flags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareSettings {
+    /// Intensity mapping.
+    pub window: WindowMode,
+    /// Lung window centre (HU).
+    pub lung_center: i32,
+    /// Lung window width (HU).
+    pub lung_width: i32,
+    /// 16-bit PNGs hold HU + this.
+    pub hu_offset: i32,
+    /// Keep slices with an empty fused mask.
+    pub keep_empty: bool,
+    /// Drop slices smaller than this (0 = keep all).
+    pub min_size: usize,
+    /// Rows per shard.
+    pub shard_rows: usize,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Decoding threads (0 = all cores). Does not change the output.
+    pub threads: usize,
+}
+
+impl PrepareSettings {
+    /// The intensity rules these settings describe.
+    pub fn intensity(&self) -> IntensityRules {
+        IntensityRules {
+            mode: self.window,
+            center: self.lung_center,
+            width: self.lung_width,
+            hu_offset: self.hu_offset,
+        }
+    }
+
+    /// Checks value ranges before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.lung_width <= 1 {
+            return Err(Error::Usage(format!(
+                "lung_width must be > 1, got {}",
+                self.lung_width
+            )));
+        }
+        if self.shard_rows == 0 || self.row_group_rows == 0 {
+            return Err(Error::Usage(
+                "shard_rows and row_group_rows must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The settings that change the output (everything but `threads`).
+    fn output_identity(&self) -> Self {
+        Self {
+            threads: 0,
+            ..self.clone()
+        }
+    }
+}
+
+/// A fully resolved `prepare` invocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareConfig {
+    /// The LIDC tree (read only).
+    pub input: PathBuf,
+    /// The data directory to write.
+    pub out: PathBuf,
+    /// Rebuild even when the data directory is complete.
+    pub overwrite: bool,
+    /// Hide the progress bar.
+    pub quiet: bool,
+    /// Stage settings.
+    pub settings: PrepareSettings,
+}
+
+/// Counts and timings of a `prepare` run; saved in `prepare.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrepareCounts {
+    /// Patient folders.
+    pub patients: usize,
+    /// Nodule folders with images.
+    pub nodules: usize,
+    /// PNG files found in image folders.
+    pub slices_seen: usize,
+    /// Slices written to shards.
+    pub slices_kept: usize,
+    /// Slices whose fused mask was empty (kept only with `keep_empty`).
+    pub slices_empty: usize,
+    /// Slices dropped by `min_size`.
+    pub slices_too_small: usize,
+    /// Slices whose image was rejected.
+    pub slices_rejected: usize,
+    /// All rows of `rejects.parquet` (images, masks, folders).
+    pub rejects: usize,
+    /// Stray files and unknown folders skipped.
+    pub files_ignored: usize,
+    /// Images and masks that had colour channels and were converted to gray.
+    pub colour_files: usize,
+    /// Kept slices that came from 16-bit PNGs.
+    pub slices_16bit: usize,
+    /// Shard files.
+    pub shards: usize,
+    /// Bytes written (shards and tables).
+    pub bytes: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// What `prepare.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareRecord {
+    /// lungseg version that wrote it.
+    pub version: String,
+    /// The resolved config.
+    pub config: PrepareConfig,
+    /// The counts.
+    pub counts: PrepareCounts,
+}
+
+/// The outcome of `run`.
+#[derive(Debug, Clone)]
+pub struct PrepareReport {
+    /// True when the data directory was already complete and nothing was done.
+    pub skipped: bool,
+    /// Counts of the run (or of the earlier run, when skipped).
+    pub counts: PrepareCounts,
+}
+
+impl PrepareReport {
+    /// The one-line summary printed at the end.
+    pub fn summary(&self) -> String {
+        let c = &self.counts;
+        if self.skipped {
+            return format!(
+                "prepare: already complete ({} slices in {} shards); nothing to do (use --overwrite to rebuild)",
+                c.slices_kept, c.shards
+            );
+        }
+        format!(
+            "prepare: {} patients, {} nodules, {} slices seen, {} kept, {} empty, {} rejected, {} rejects rows, {} files ignored, {} shards, {:.1} MB in {:.1}s ({:.0} slices/s)",
+            c.patients,
+            c.nodules,
+            c.slices_seen,
+            c.slices_kept,
+            c.slices_empty,
+            c.slices_rejected,
+            c.rejects,
+            c.files_ignored,
+            c.shards,
+            c.bytes as f64 / 1e6,
+            c.seconds,
+            c.slices_seen as f64 / c.seconds.max(1e-9)
+        )
+    }
+}
+
+/// Reads `prepare.json` if the data directory is complete.
+pub fn read_record(data: &DataDir) -> Result<Option<PrepareRecord>> {
+    let path = data.prepare_record();
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| Error::Json { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Refuses inputs that cannot work, before any output is touched.
+fn check_paths(cfg: &PrepareConfig) -> Result<()> {
+    let meta = std::fs::metadata(&cfg.input)
+        .map_err(|e| Error::input(&cfg.input, format!("input tree not readable: {e}")))?;
+    if !meta.is_dir() {
+        return Err(Error::input(&cfg.input, "input is not a directory"));
+    }
+    let input = std::fs::canonicalize(&cfg.input).at(&cfg.input)?;
+    let out_parent = cfg
+        .out
+        .ancestors()
+        .find(|a| a.exists())
+        .and_then(|a| std::fs::canonicalize(a).ok());
+    if let Some(parent) = out_parent {
+        if parent.starts_with(&input) {
+            return Err(Error::Usage(format!(
+                "{}: the data directory must not lie inside the input tree {} (prepare never writes to its input)",
+                cfg.out.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes outputs of an earlier, incomplete or overwritten `prepare`, and of stages that
+/// depend on it.
+fn clear_outputs(data: &DataDir) -> Result<()> {
+    for p in data.prepare_outputs().iter().chain(&data.split_outputs()) {
+        remove_if_exists(p)?;
+        remove_if_exists(&crate::layout::temporary_name(p))?;
+    }
+    Ok(())
+}
+
+/// Runs the stage.
+pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
+    cfg.settings.validate()?;
+    check_paths(cfg)?;
+    let data = DataDir::new(&cfg.out);
+    if let Some(previous) = read_record(&data)? {
+        if !cfg.overwrite {
+            if previous.config.settings.output_identity() != cfg.settings.output_identity() {
+                return Err(Error::Usage(format!(
+                    "{}: already prepared with different settings; pass --overwrite to rebuild",
+                    data.prepare_record().display()
+                )));
+            }
+            return Ok(PrepareReport {
+                skipped: true,
+                counts: previous.counts,
+            });
+        }
+        tracing::info!("--overwrite: rebuilding {}", data.root().display());
+    } else if data.root().exists() {
+        tracing::info!(
+            "{}: no prepare.json, so any earlier run was incomplete; rebuilding",
+            data.root().display()
+        );
+    }
+    clear_outputs(&data)?;
+    std::fs::create_dir_all(data.shards_dir()).at(data.shards_dir())?;
+    let started = Instant::now();
+    let counts = build(cfg, &data)?;
+    let counts = PrepareCounts {
+        seconds: started.elapsed().as_secs_f64(),
+        ..counts
+    };
+    write_json_atomic(
+        &data.prepare_record(),
+        &PrepareRecord {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config: cfg.clone(),
+            counts: counts.clone(),
+        },
+    )?;
+    Ok(PrepareReport {
+        skipped: false,
+        counts,
+    })
+}
+
+/// Slices decoded in parallel per batch; bounds memory to a few tens of MB.
+const DECODE_BATCH: usize = 256;
+
+fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
+    let s = &cfg.settings;
+    let tree = walk::walk(&cfg.input);
+    let mut counts = PrepareCounts {
+        patients: tree.patients,
+        nodules: tree.nodules,
+        slices_seen: tree.jobs.len()
+            + tree
+                .rejects
+                .iter()
+                .filter(|r| r.reason == reject::RejectReason::DuplicateSliceId)
+                .count(),
+        files_ignored: tree.ignored,
+        ..PrepareCounts::default()
+    };
+    let mut rejects = tree.rejects;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(s.threads)
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", s.threads)))?;
+    let rules = s.intensity();
+    let bar = crate::progress::bar(tree.jobs.len() as u64, "prepare", cfg.quiet);
+    let mut shards = ShardWriter::new(data.clone(), s.shard_rows, s.row_group_rows);
+    let mut manifest: Vec<ManifestRow> = Vec::new();
+    for batch in tree.jobs.chunks(DECODE_BATCH) {
+        let outcomes: Vec<slice::SliceOutcome> = pool.install(|| {
+            batch
+                .par_iter()
+                .map(|j| slice::process(j, &rules))
+                .collect()
+        });
+        for outcome in outcomes {
+            counts.colour_files += outcome.colour_files;
+            rejects.extend(outcome.rejects);
+            let Some(record) = outcome.record else {
+                counts.slices_rejected += 1;
+                continue;
+            };
+            if record.height < s.min_size || record.width < s.min_size {
+                counts.slices_too_small += 1;
+                continue;
+            }
+            if record.mask_pixels == 0 {
+                counts.slices_empty += 1;
+                if !s.keep_empty {
+                    continue;
+                }
+            }
+            counts.slices_kept += 1;
+            counts.slices_16bit += usize::from(record.source_bits == 16);
+            let position = shards.push(record.clone())?;
+            manifest.push(ManifestRow::new(&record, position));
+        }
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    let (n_shards, shard_bytes) = shards.finish()?;
+    counts.shards = n_shards;
+    counts.rejects = rejects.len();
+    counts.bytes = shard_bytes
+        + write_manifest(&data.manifest(), &manifest)?
+        + write_rejects(&data.rejects(), &rejects)?;
+    Ok(counts)
+}
+
+/// Whether `path` holds a complete prepared data directory.
+pub fn is_complete(path: &Path) -> bool {
+    DataDir::new(path).prepare_record().is_file()
+}

@@ -1,0 +1,133 @@
+//! Rejected inputs: why a file or folder could not be used, recorded instead of stopping the run.
+
+use crate::error::Result;
+use crate::schema;
+use crate::table::write_table;
+use arrow_array::{ArrayRef, StringArray};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Stable codes for the `reason` column of `rejects.parquet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// The PNG is truncated, garbage or not a PNG.
+    PngDecode,
+    /// Reading the file failed.
+    IoError,
+    /// A rater mask's size differs from its image; that rater is left out of the slice.
+    MaskSizeMismatch,
+    /// A nodule folder without `images/`.
+    NoImagesDir,
+    /// A file stands where a folder belongs.
+    NotADirectory,
+    /// A folder could not be listed (permissions).
+    UnreadableDir,
+    /// A symbolic link that loops (to itself or to an ancestor folder).
+    SymlinkLoop,
+    /// A symbolic link whose target does not exist.
+    BrokenLink,
+    /// A PNG whose pixel format has no grayscale reading (floating point).
+    UnsupportedPixelFormat,
+    /// A PNG with zero width or height.
+    EmptyImage,
+    /// Two files map to the same slice id (e.g. `a.png` and `a.PNG`).
+    DuplicateSliceId,
+    /// A mask file without an image of the same name.
+    OrphanMask,
+}
+
+impl RejectReason {
+    /// The stable code written to the table.
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::PngDecode => "png_decode",
+            RejectReason::IoError => "io_error",
+            RejectReason::MaskSizeMismatch => "mask_size_mismatch",
+            RejectReason::NoImagesDir => "no_images_dir",
+            RejectReason::NotADirectory => "not_a_directory",
+            RejectReason::UnreadableDir => "unreadable_dir",
+            RejectReason::SymlinkLoop => "symlink_loop",
+            RejectReason::BrokenLink => "broken_link",
+            RejectReason::UnsupportedPixelFormat => "unsupported_pixel_format",
+            RejectReason::EmptyImage => "empty_image",
+            RejectReason::DuplicateSliceId => "duplicate_slice_id",
+            RejectReason::OrphanMask => "orphan_mask",
+        }
+    }
+}
+
+/// Where in the tree a reject was found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreePlace {
+    /// Patient folder, when known.
+    pub patient_id: Option<String>,
+    /// Nodule folder, when known.
+    pub nodule_id: Option<String>,
+    /// Image file name, when the reject concerns one slice.
+    pub slice_name: Option<String>,
+}
+
+/// One row of `rejects.parquet`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// Path relative to the input root.
+    pub path: String,
+    /// Where it was found.
+    pub place: TreePlace,
+    /// Why it was rejected.
+    pub reason: RejectReason,
+    /// A human-readable message.
+    pub detail: String,
+}
+
+impl Reject {
+    /// A reject, logged as a warning that names the path and the patient.
+    pub fn new(
+        path: impl Into<String>,
+        place: TreePlace,
+        reason: RejectReason,
+        detail: impl Into<String>,
+    ) -> Self {
+        let r = Reject {
+            path: path.into(),
+            place,
+            reason,
+            detail: detail.into(),
+        };
+        tracing::warn!(
+            "{}: {} (patient {}; rejected as {})",
+            r.path,
+            r.detail,
+            r.place.patient_id.as_deref().unwrap_or("-"),
+            r.reason.code()
+        );
+        r
+    }
+}
+
+/// Writes `rejects.parquet` atomically, in the order given.
+pub fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<u64> {
+    let opt = |f: fn(&TreePlace) -> &Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(
+            rejects
+                .iter()
+                .map(|r| f(&r.place).clone())
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rejects.iter().map(|r| &r.path),
+        )),
+        opt(|p| &p.patient_id),
+        opt(|p| &p.nodule_id),
+        opt(|p| &p.slice_name),
+        Arc::new(StringArray::from_iter_values(
+            rejects.iter().map(|r| r.reason.code()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rejects.iter().map(|r| &r.detail),
+        )),
+    ];
+    write_table(path, schema::spec("rejects"), columns)
+}

@@ -1,0 +1,167 @@
+//! Reading and writing Parquet tables against their contracts, always atomically.
+
+use crate::error::{Error, IoContext, Result};
+use crate::layout::temporary_name;
+use crate::schema::TableSpec;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Writer properties shared by every table: zstd level 3, statistics on.
+pub fn writer_properties(row_group_rows: usize) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_created_by(format!("lungseg {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// A Parquet table being written under a temporary name; [`TableWriter::finish`] renames it
+/// into place. Dropping an unfinished writer leaves only the temporary file.
+pub struct TableWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    spec: TableSpec,
+    inner: ArrowWriter<File>,
+    rows: usize,
+}
+
+impl TableWriter {
+    /// Starts writing `path` with the contract `spec`.
+    pub fn create(path: &Path, spec: TableSpec, row_group_rows: usize) -> Result<Self> {
+        let tmp = temporary_name(path);
+        let file = File::create(&tmp).at(&tmp)?;
+        let inner = ArrowWriter::try_new(
+            file,
+            spec.arrow_schema(),
+            Some(writer_properties(row_group_rows)),
+        )
+        .map_err(|e| Error::parquet(&tmp, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            spec,
+            inner,
+            rows: 0,
+        })
+    }
+
+    /// Appends columns, in contract order.
+    pub fn write_columns(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
+        let batch = RecordBatch::try_new(self.spec.arrow_schema(), columns)
+            .map_err(|e| Error::arrow(&self.path, e))?;
+        self.rows += batch.num_rows();
+        self.inner
+            .write(&batch)
+            .map_err(|e| Error::parquet(&self.tmp, e))
+    }
+
+    /// Forces the buffered rows out as a row group.
+    pub fn flush_row_group(&mut self) -> Result<()> {
+        self.inner.flush().map_err(|e| Error::parquet(&self.tmp, e))
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes written to disk so far (approximate until finished).
+    pub fn bytes_written(&self) -> usize {
+        self.inner.bytes_written()
+    }
+
+    /// Closes the file and renames it into place. Returns the file size.
+    pub fn finish(self) -> Result<u64> {
+        self.inner
+            .close()
+            .map_err(|e| Error::parquet(&self.tmp, e))?;
+        crate::atomic::commit(&self.tmp, &self.path)?;
+        Ok(std::fs::metadata(&self.path).at(&self.path)?.len())
+    }
+}
+
+/// Writes a whole small table at once, atomically.
+pub fn write_table(path: &Path, spec: TableSpec, columns: Vec<ArrayRef>) -> Result<u64> {
+    let mut w = TableWriter::create(path, spec, 1 << 20)?;
+    w.write_columns(columns)?;
+    w.finish()
+}
+
+/// Reads a whole (small) table, checking it against its contract first.
+pub fn read_table(path: &Path, spec: &TableSpec) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::input(path, "not found")
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Schema {
+        path: path.to_path_buf(),
+        table: spec.table.clone(),
+        detail: format!("not a readable Parquet file ({e})"),
+    })?;
+    spec.check(path, builder.schema())?;
+    let reader = builder
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| Error::parquet(path, e))?;
+    reader
+        .map(|b| b.map_err(|e| Error::arrow(path, e)))
+        .collect()
+}
+
+/// Typed access to a named column, with an error that names the file.
+pub fn column<'a, T: Array + 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| Error::Schema {
+            path: path.to_path_buf(),
+            table: String::new(),
+            detail: format!("column `{name}` missing or of an unexpected type"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int32Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn round_trip_checks_contract_and_is_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("split.parquet");
+        let spec = crate::schema::spec("split");
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["p1", "p2"])),
+            Arc::new(StringArray::from(vec!["train", "val"])),
+            Arc::new(Int32Array::from(vec![Some(0), None])),
+            Arc::new(Int64Array::from(vec![3, 4])),
+            Arc::new(Int64Array::from(vec![10, 0])),
+        ];
+        write_table(&path, spec.clone(), cols).unwrap();
+        assert!(!temporary_name(&path).exists());
+        let batches = read_table(&path, &spec).unwrap();
+        let ids = column::<StringArray>(&batches[0], "patient_id", &path).unwrap();
+        assert_eq!(ids.value(1), "p2");
+        let err = read_table(&path, &crate::schema::spec("rejects")).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        std::fs::write(&path, b"garbage").unwrap();
+        let err = read_table(&path, &spec).unwrap_err();
+        assert!(
+            err.to_string().contains("not a readable Parquet file"),
+            "{err}"
+        );
+    }
+}
