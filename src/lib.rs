@@ -4,3 +4,5 @@
 //! fixed-name files that [`layout`] knows.
 
 pub mod rng;
+pub mod model;
+pub mod train;
