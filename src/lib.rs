@@ -3,6 +3,6 @@
 //! Each stage is a module with `run(&Config) -> Result<Report>`; stages talk only through the
 //! fixed-name files that [`layout`] knows.
 
-pub mod rng;
 pub mod model;
+pub mod rng;
 pub mod train;

@@ -25,6 +25,9 @@ pub fn upsample_bilinear2x(xs: &Tensor) -> Result<Tensor> {
 /// Doubles the size of axis `dim` with the two-tap stencils described in the module docs.
 fn upsample_axis2x(xs: &Tensor, dim: usize) -> Result<Tensor> {
     let n = xs.dim(dim)?;
+    if n == 0 {
+        candle_core::bail!("bilinear upsample: axis {dim} is empty")
+    }
     let (prev, next) = if n == 1 {
         (xs.clone(), xs.clone())
     } else {
@@ -95,8 +98,8 @@ mod tests {
         -16.31875, -14.44375, -12.68125, -11.8,
     ];
     const GRAD: [f32; 24] = [
-        -4.75, 3.5, 9.2375, 0.8625, 2.75, 7.9375, 1.425, 0.4875, 8.5, 0.5625, -0.2625, 7.55,
-        -1.75, -0.5, 7.8625, 8.2375, -1.25, 6.5625, 6.175, -0.8875, 6.25, 6.1875, -1.6375, 3.55,
+        -4.75, 3.5, 9.2375, 0.8625, 2.75, 7.9375, 1.425, 0.4875, 8.5, 0.5625, -0.2625, 7.55, -1.75,
+        -0.5, 7.8625, 8.2375, -1.25, 6.5625, 6.175, -0.8875, 6.25, 6.1875, -1.6375, 3.55,
     ];
 
     fn assert_close(got: &[f32], want: &[f32], tol: f32) {
@@ -133,7 +136,10 @@ mod tests {
     fn bilinear_matches_candle_forward() -> Result<()> {
         let x = Tensor::from_slice(&X, (1, 2, 3, 4), &Device::Cpu)?;
         let ours = upsample_bilinear2x(&x)?.flatten_all()?.to_vec1::<f32>()?;
-        let candle = x.upsample_bilinear2d(6, 8, false)?.flatten_all()?.to_vec1::<f32>()?;
+        let candle = x
+            .upsample_bilinear2d(6, 8, false)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert_close(&ours, &candle, 1e-5);
         Ok(())
     }

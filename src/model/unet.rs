@@ -203,22 +203,16 @@ pub fn is_running_stat(name: &str) -> bool {
 /// The variables an optimizer should update: everything in `varmap` except batch-norm running
 /// statistics, sorted by name so the order is deterministic.
 pub fn trainable_vars(varmap: &VarMap) -> Vec<Var> {
-    let data = varmap.data().lock();
-    let mut named: Vec<(String, Var)> = match data {
-        Ok(map) => map
-            .iter()
-            .filter(|(name, _)| !is_running_stat(name))
-            .map(|(name, var)| (name.clone(), var.clone()))
-            .collect(),
-        Err(poisoned) => poisoned
-            .into_inner()
-            .iter()
-            .filter(|(name, _)| !is_running_stat(name))
-            .map(|(name, var)| (name.clone(), var.clone()))
-            .collect(),
-    };
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named.into_iter().map(|(_, v)| v).collect()
+    let map = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut named: Vec<(&String, &Var)> = map
+        .iter()
+        .filter(|(name, _)| !is_running_stat(name))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    named.into_iter().map(|(_, v)| v.clone()).collect()
 }
 
 #[cfg(test)]
@@ -229,7 +223,12 @@ mod tests {
     fn build(base: usize) -> Result<(VarMap, UNet)> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let net = UNet::new(&UNetConfig { base_channels: base }, vb)?;
+        let net = UNet::new(
+            &UNetConfig {
+                base_channels: base,
+            },
+            vb,
+        )?;
         Ok((varmap, net))
     }
 
@@ -239,7 +238,10 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 1, 16, 16), &Device::Cpu)?;
         assert_eq!(net.forward_t(&x, true)?.dims(), &[2, 1, 16, 16]);
         assert_eq!(net.forward_t(&x, false)?.dims(), &[2, 1, 16, 16]);
-        let p = net.probabilities(&x, false)?.flatten_all()?.to_vec1::<f32>()?;
+        let p = net
+            .probabilities(&x, false)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
         Ok(())
     }
@@ -255,7 +257,10 @@ mod tests {
     #[test]
     fn unet_var_names_match_pytorch_state_dict() -> Result<()> {
         let (varmap, _net) = build(4)?;
-        let data = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mut got: Vec<(String, Vec<usize>)> = data
             .iter()
             .map(|(k, v)| (k.clone(), v.dims().to_vec()))
@@ -303,12 +308,46 @@ mod tests {
         let (varmap, net) = build(4)?;
         let x = Tensor::randn(0f32, 1.0, (2, 1, 8, 8), &Device::Cpu)?;
         net.forward_t(&x, true)?;
-        let data = varmap.data().lock().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let rm = data
             .get("d1.net.1.running_mean")
             .ok_or_else(|| candle_core::Error::Msg("missing running_mean".into()))?;
         let moved = rm.as_tensor().abs()?.sum_all()?.to_scalar::<f32>()?;
         assert!(moved > 0.0, "running mean did not move");
+        Ok(())
+    }
+
+    #[test]
+    fn one_adamw_step_reduces_dice_loss() -> Result<()> {
+        use crate::train::loss::soft_dice_loss;
+        use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+        let (varmap, net) = build(4)?;
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 16, 16), &dev)?;
+        // A square "nodule" in each slice.
+        let mut mask = vec![0f32; 2 * 16 * 16];
+        for b in 0..2 {
+            for r in 5..10 {
+                for c in 6..11 {
+                    mask[b * 256 + r * 16 + c] = 1.0;
+                }
+            }
+        }
+        let y = Tensor::from_vec(mask, (2, 1, 16, 16), &dev)?;
+        let params = ParamsAdamW {
+            lr: 1e-2,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(trainable_vars(&varmap), params)?;
+        let before = soft_dice_loss(&net.forward_t(&x, true)?, &y)?;
+        opt.backward_step(&before)?;
+        let after = soft_dice_loss(&net.forward_t(&x, true)?, &y)?;
+        let (b, a) = (before.to_scalar::<f32>()?, after.to_scalar::<f32>()?);
+        assert!(a < b, "dice loss did not decrease: {b} -> {a}");
         Ok(())
     }
 

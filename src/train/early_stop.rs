@@ -265,7 +265,12 @@ mod tests {
                 spec: recall_spec(0.0),
                 patience: 2,
                 max_epochs: 10,
-                scores: vec![s(0.5, 0.5, 0.3), s(0.6, 0.5, 0.3), s(0.6, 0.5, 0.3), s(0.55, 0.5, 0.3)],
+                scores: vec![
+                    s(0.5, 0.5, 0.3),
+                    s(0.6, 0.5, 0.3),
+                    s(0.6, 0.5, 0.3),
+                    s(0.55, 0.5, 0.3),
+                ],
                 improved: vec![true, true, false, false],
                 best_epoch: Some(2),
                 stop: Some((4, StopReason::Patience)),
@@ -291,7 +296,12 @@ mod tests {
                 spec: recall_spec(0.0),
                 patience: 3,
                 max_epochs: 4,
-                scores: vec![s(0.6, 0.5, 0.3), s(0.6, 0.5, 0.4), s(0.6, 0.5, 0.4), s(0.5, 0.5, 0.5)],
+                scores: vec![
+                    s(0.6, 0.5, 0.3),
+                    s(0.6, 0.5, 0.4),
+                    s(0.6, 0.5, 0.4),
+                    s(0.5, 0.5, 0.5),
+                ],
                 improved: vec![true, true, false, false],
                 best_epoch: Some(2),
                 stop: Some((4, StopReason::MaxEpochs)),
@@ -353,7 +363,11 @@ mod tests {
                 }
             }
             assert_eq!(improved, case.improved, "{}: improved flags", case.name);
-            assert_eq!(es.best.best_epoch, case.best_epoch, "{}: best epoch", case.name);
+            assert_eq!(
+                es.best.best_epoch, case.best_epoch,
+                "{}: best epoch",
+                case.name
+            );
             assert_eq!(stop, case.stop, "{}: stop", case.name);
         }
     }
@@ -368,9 +382,17 @@ mod tests {
             serde_json::from_str(r#"["f2","fbeta","recall","dice"]"#).unwrap_or_default();
         assert_eq!(
             names,
-            [Monitor::FBeta, Monitor::FBeta, Monitor::Recall, Monitor::Dice]
+            [
+                Monitor::FBeta,
+                Monitor::FBeta,
+                Monitor::Recall,
+                Monitor::Dice
+            ]
         );
-        assert_eq!(serde_json::to_string(&Monitor::FBeta).ok().as_deref(), Some("\"fbeta\""));
+        assert_eq!(
+            serde_json::to_string(&Monitor::FBeta).ok().as_deref(),
+            Some("\"fbeta\"")
+        );
     }
 
     #[test]
@@ -386,11 +408,19 @@ mod tests {
 
     #[test]
     fn stop_reason_display() {
-        assert_eq!(StopReason::Patience.to_string(), "no improvement within patience");
-        assert_eq!(StopReason::MaxEpochs.to_string(), "reached the maximum number of epochs");
+        assert_eq!(
+            StopReason::Patience.to_string(),
+            "no improvement within patience"
+        );
+        assert_eq!(
+            StopReason::MaxEpochs.to_string(),
+            "reached the maximum number of epochs"
+        );
         assert_eq!(StopReason::Interrupted.to_string(), "interrupted");
         assert_eq!(
-            serde_json::to_string(&StopReason::MaxEpochs).ok().as_deref(),
+            serde_json::to_string(&StopReason::MaxEpochs)
+                .ok()
+                .as_deref(),
             Some("\"max-epochs\"")
         );
     }

@@ -118,7 +118,8 @@ mod tests {
     // logits [ln 3, 0, -ln 3, ln 9] → p = sigmoid = [0.75, 0.5, 0.25, 0.9]; target [1, 0, 0, 1].
     fn fixture() -> Result<(Tensor, Tensor)> {
         let l3 = 3f64.ln();
-        let logits = Tensor::new(&[l3, 0.0, -l3, 9f64.ln()], &Device::Cpu)?.reshape((1, 1, 2, 2))?;
+        let logits =
+            Tensor::new(&[l3, 0.0, -l3, 9f64.ln()], &Device::Cpu)?.reshape((1, 1, 2, 2))?;
         let target = Tensor::new(&[1f64, 0.0, 0.0, 1.0], &Device::Cpu)?.reshape((1, 1, 2, 2))?;
         Ok((logits, target))
     }
@@ -176,7 +177,10 @@ mod tests {
     fn loss_kind_serde_and_dispatch() -> Result<()> {
         let kinds: Vec<LossKind> = serde_json::from_str(r#"["dice","tversky","dice-bce"]"#)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        assert_eq!(kinds, [LossKind::Dice, LossKind::Tversky, LossKind::DiceBce]);
+        assert_eq!(
+            kinds,
+            [LossKind::Dice, LossKind::Tversky, LossKind::DiceBce]
+        );
         let (x, t) = fixture()?;
         assert!((scalar(&LossKind::Dice.compute(&x, &t)?)? - (1.0 - 4.3 / 5.4)).abs() < 1e-9);
         assert!((scalar(&LossKind::Tversky.compute(&x, &t)?)? - (1.0 - 2.65 / 3.12)).abs() < 1e-9);

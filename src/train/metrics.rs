@@ -252,7 +252,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            (false_alarm.recall(), false_alarm.precision(), false_alarm.dice()),
+            (
+                false_alarm.recall(),
+                false_alarm.precision(),
+                false_alarm.dice()
+            ),
             (1.0, 0.0, 0.0)
         );
         assert_eq!(false_alarm.f_beta(2.0), 0.0);
@@ -320,6 +324,9 @@ mod tests {
         assert!(close(s.loss, 0.4));
         assert_eq!(acc.slices(), 3);
         let empty = EpochAccumulator::new(0.5).finish();
-        assert_eq!((empty.recall, empty.mean_slice_dice, empty.loss), (1.0, 1.0, 0.0));
+        assert_eq!(
+            (empty.recall, empty.mean_slice_dice, empty.loss),
+            (1.0, 1.0, 0.0)
+        );
     }
 }
