@@ -8,11 +8,13 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod layout;
+pub mod model;
 pub mod prepare;
 pub mod progress;
 pub mod rng;
 pub mod schema;
 pub mod split;
 pub mod table;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,0 +1,10 @@
+//! The segmentation network: the notebook's U-Net and the differentiable bilinear upsampler it
+//! needs (candle's own has no backward).
+
+pub mod bilinear;
+pub mod unet;
+
+pub use bilinear::upsample_bilinear2x;
+pub use unet::{
+    is_running_stat, trainable_vars, ConvLayer, DoubleConv, UNet, UNetConfig, Upsample2x,
+};

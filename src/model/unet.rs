@@ -1,0 +1,369 @@
+//! The notebook's three-level U-Net, with variable names equal to the PyTorch `state_dict` keys
+//! so that a saved safetensors file loads into the original module tree.
+//!
+//! Naming: a `DoubleConv` is PyTorch's `nn.Sequential` called `net`, whose children are
+//! `0` conv, `1` batch-norm, `2` ReLU, `3` conv, `4` batch-norm, `5` ReLU; so the keys are
+//! `d1.net.0.weight`, `d1.net.1.running_mean`, …, `out.weight`, `out.bias`.
+//!
+//! PyTorch's `BatchNorm2d` also carries an integer buffer `num_batches_tracked` that candle has
+//! no equivalent of. It only matters when `momentum=None` (cumulative averaging), which the
+//! notebook does not use, so: a loader into PyTorch should call `load_state_dict(sd,
+//! strict=False)` or insert `num_batches_tracked = tensor(0, dtype=torch.long)` for each
+//! batch-norm; a loader from PyTorch into candle should drop those keys (`VarMap::load` ignores
+//! names it does not know).
+
+use candle_core::{Module, ModuleT, Result, Tensor, Var};
+use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use super::bilinear::upsample_bilinear2x;
+
+/// Hyper-parameters of the U-Net.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UNetConfig {
+    /// Channels of the first level (`c`); the levels use `c`, `2c`, `4c`. The notebook uses 64.
+    pub base_channels: usize,
+}
+
+impl Default for UNetConfig {
+    fn default() -> Self {
+        Self { base_channels: 64 }
+    }
+}
+
+/// Which ×2 upsampling the decoder uses. Swappable without touching the training loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Upsample2x {
+    /// Bilinear, `align_corners=False`, composed from differentiable candle ops (trainable).
+    #[default]
+    Bilinear,
+    /// candle's native `upsample_bilinear2d` kernel: same values, but it has **no backward**,
+    /// so use it for inference only.
+    CandleNative,
+}
+
+impl Upsample2x {
+    /// `(B, C, H, W)` → `(B, C, 2H, 2W)`.
+    pub fn apply(self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Bilinear => upsample_bilinear2x(xs),
+            Self::CandleNative => {
+                let (_b, _c, h, w) = xs.dims4()?;
+                xs.upsample_bilinear2d(2 * h, 2 * w, false)
+            }
+        }
+    }
+}
+
+/// A 2-D convolution with PyTorch-compatible `weight`/`bias` names; a seam for swapping the
+/// convolution implementation (candle's `conv2d` is the reference).
+#[derive(Debug, Clone)]
+pub struct ConvLayer {
+    conv: Conv2d,
+}
+
+impl ConvLayer {
+    /// A `kernel × kernel` convolution with `padding` and bias, initialised as candle does.
+    pub fn new(
+        in_c: usize,
+        out_c: usize,
+        kernel: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let cfg = Conv2dConfig {
+            padding,
+            ..Default::default()
+        };
+        Ok(Self {
+            conv: candle_nn::conv2d(in_c, out_c, kernel, cfg, vb)?,
+        })
+    }
+}
+
+impl Module for ConvLayer {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.conv.forward(xs)
+    }
+}
+
+/// `Conv3x3 → BN → ReLU → Conv3x3 → BN → ReLU`, PyTorch's `DoubleConv.net`.
+#[derive(Debug, Clone)]
+pub struct DoubleConv {
+    conv1: ConvLayer,
+    bn1: BatchNorm,
+    conv2: ConvLayer,
+    bn2: BatchNorm,
+}
+
+/// PyTorch `BatchNorm2d` defaults.
+fn bn_config() -> BatchNormConfig {
+    BatchNormConfig {
+        eps: 1e-5,
+        momentum: 0.1,
+        affine: true,
+        remove_mean: true,
+    }
+}
+
+impl DoubleConv {
+    /// Creates the block under `vb` (which should be the module's prefix, e.g. `d1`).
+    pub fn new(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Self> {
+        let vb = vb.pp("net");
+        Ok(Self {
+            conv1: ConvLayer::new(in_c, out_c, 3, 1, vb.pp("0"))?,
+            bn1: candle_nn::batch_norm(out_c, bn_config(), vb.pp("1"))?,
+            conv2: ConvLayer::new(out_c, out_c, 3, 1, vb.pp("3"))?,
+            bn2: candle_nn::batch_norm(out_c, bn_config(), vb.pp("4"))?,
+        })
+    }
+}
+
+impl ModuleT for DoubleConv {
+    /// # Shapes
+    /// `(B, in_c, H, W)` → `(B, out_c, H, W)`.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let xs = self.conv1.forward(xs)?; // (B, out_c, H, W)
+        let xs = self.bn1.forward_t(&xs, train)?.relu()?; // (B, out_c, H, W)
+        let xs = self.conv2.forward(&xs)?; // (B, out_c, H, W)
+        self.bn2.forward_t(&xs, train)?.relu() // (B, out_c, H, W)
+    }
+}
+
+/// The notebook's U-Net: two poolings, bilinear decoder, one-channel logit head.
+#[derive(Debug, Clone)]
+pub struct UNet {
+    d1: DoubleConv,
+    d2: DoubleConv,
+    d3: DoubleConv,
+    u1: DoubleConv,
+    u2: DoubleConv,
+    out: ConvLayer,
+    upsample: Upsample2x,
+}
+
+impl UNet {
+    /// Builds the net under the root of `vb` with the trainable bilinear upsampler.
+    pub fn new(cfg: &UNetConfig, vb: VarBuilder) -> Result<Self> {
+        Self::with_upsample(cfg, Upsample2x::default(), vb)
+    }
+
+    /// Builds the net with a chosen upsampling implementation.
+    pub fn with_upsample(cfg: &UNetConfig, upsample: Upsample2x, vb: VarBuilder) -> Result<Self> {
+        let c = cfg.base_channels;
+        if c == 0 {
+            candle_core::bail!("UNet base_channels must be positive")
+        }
+        Ok(Self {
+            d1: DoubleConv::new(1, c, vb.pp("d1"))?,
+            d2: DoubleConv::new(c, 2 * c, vb.pp("d2"))?,
+            d3: DoubleConv::new(2 * c, 4 * c, vb.pp("d3"))?,
+            u1: DoubleConv::new(4 * c + 2 * c, 2 * c, vb.pp("u1"))?,
+            u2: DoubleConv::new(2 * c + c, c, vb.pp("u2"))?,
+            out: ConvLayer::new(c, 1, 1, 0, vb.pp("out"))?,
+            upsample,
+        })
+    }
+
+    /// Sigmoid of [`ModuleT::forward_t`]: per-pixel nodule probabilities `(B, 1, H, W)`.
+    pub fn probabilities(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        candle_nn::ops::sigmoid(&self.forward_t(xs, train)?)
+    }
+}
+
+impl ModuleT for UNet {
+    /// Returns **logits** (apply a sigmoid, or use [`UNet::probabilities`], for probabilities).
+    /// `train` selects batch statistics (and updates the running ones) in every batch-norm.
+    ///
+    /// # Shapes
+    /// `xs`: `(B, 1, H, W)` with `H` and `W` multiples of 4 → `(B, 1, H, W)`.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let (_b, _one, h, w) = xs.dims4()?;
+        if h % 4 != 0 || w % 4 != 0 {
+            candle_core::bail!("UNet input H and W must be multiples of 4, got {h}x{w}")
+        }
+        let c1 = self.d1.forward_t(xs, train)?; // (B, c, H, W)
+        let c2 = self.d2.forward_t(&c1.max_pool2d(2)?, train)?; // (B, 2c, H/2, W/2)
+        let c3 = self.d3.forward_t(&c2.max_pool2d(2)?, train)?; // (B, 4c, H/4, W/4)
+        let up3 = self.upsample.apply(&c3)?; // (B, 4c, H/2, W/2)
+        let u1 = self.u1.forward_t(&Tensor::cat(&[&up3, &c2], 1)?, train)?; // (B, 2c, H/2, W/2)
+        let up1 = self.upsample.apply(&u1)?; // (B, 2c, H, W)
+        let u2 = self.u2.forward_t(&Tensor::cat(&[&up1, &c1], 1)?, train)?; // (B, c, H, W)
+        self.out.forward(&u2) // (B, 1, H, W)
+    }
+}
+
+/// True for batch-norm running statistics, which are saved but not trained.
+pub fn is_running_stat(name: &str) -> bool {
+    name.ends_with(".running_mean") || name.ends_with(".running_var")
+}
+
+/// The variables an optimizer should update: everything in `varmap` except batch-norm running
+/// statistics, sorted by name so the order is deterministic.
+pub fn trainable_vars(varmap: &VarMap) -> Vec<Var> {
+    let map = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut named: Vec<(&String, &Var)> = map
+        .iter()
+        .filter(|(name, _)| !is_running_stat(name))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    named.into_iter().map(|(_, v)| v.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn build(base: usize) -> Result<(VarMap, UNet)> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let net = UNet::new(
+            &UNetConfig {
+                base_channels: base,
+            },
+            vb,
+        )?;
+        Ok((varmap, net))
+    }
+
+    #[test]
+    fn unet_shapes_base4() -> Result<()> {
+        let (_vm, net) = build(4)?;
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 16, 16), &Device::Cpu)?;
+        assert_eq!(net.forward_t(&x, true)?.dims(), &[2, 1, 16, 16]);
+        assert_eq!(net.forward_t(&x, false)?.dims(), &[2, 1, 16, 16]);
+        let p = net
+            .probabilities(&x, false)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
+        Ok(())
+    }
+
+    #[test]
+    fn unet_rejects_non_multiple_of_4() -> Result<()> {
+        let (_vm, net) = build(4)?;
+        let x = Tensor::zeros((1, 1, 18, 16), DType::F32, &Device::Cpu)?;
+        assert!(net.forward_t(&x, false).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn unet_var_names_match_pytorch_state_dict() -> Result<()> {
+        let (varmap, _net) = build(4)?;
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mut got: Vec<(String, Vec<usize>)> = data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+            .collect();
+        got.sort();
+        // PyTorch state_dict of the notebook's UNet(base=4), minus `num_batches_tracked`.
+        // (module, in, out) per DoubleConv: d1 1→4, d2 4→8, d3 8→16, u1 24→8, u2 12→4.
+        let mut want: Vec<(String, Vec<usize>)> = Vec::new();
+        for (m, i, o) in [
+            ("d1", 1, 4),
+            ("d2", 4, 8),
+            ("d3", 8, 16),
+            ("u1", 24, 8),
+            ("u2", 12, 4),
+        ] {
+            want.push((format!("{m}.net.0.weight"), vec![o, i, 3, 3]));
+            want.push((format!("{m}.net.0.bias"), vec![o]));
+            for s in ["weight", "bias", "running_mean", "running_var"] {
+                want.push((format!("{m}.net.1.{s}"), vec![o]));
+            }
+            want.push((format!("{m}.net.3.weight"), vec![o, o, 3, 3]));
+            want.push((format!("{m}.net.3.bias"), vec![o]));
+            for s in ["weight", "bias", "running_mean", "running_var"] {
+                want.push((format!("{m}.net.4.{s}"), vec![o]));
+            }
+        }
+        want.push(("out.weight".to_string(), vec![1, 4, 1, 1]));
+        want.push(("out.bias".to_string(), vec![1]));
+        want.sort();
+        assert_eq!(got, want);
+        Ok(())
+    }
+
+    #[test]
+    fn trainable_vars_skip_running_stats() -> Result<()> {
+        let (varmap, _net) = build(4)?;
+        // 5 DoubleConvs × (2 conv × 2 + 2 bn × 2) + out conv 2 = 42 trainable tensors.
+        assert_eq!(trainable_vars(&varmap).len(), 42);
+        assert_eq!(varmap.all_vars().len(), 42 + 20);
+        Ok(())
+    }
+
+    #[test]
+    fn train_mode_updates_running_stats() -> Result<()> {
+        let (varmap, net) = build(4)?;
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 8, 8), &Device::Cpu)?;
+        net.forward_t(&x, true)?;
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let rm = data
+            .get("d1.net.1.running_mean")
+            .ok_or_else(|| candle_core::Error::Msg("missing running_mean".into()))?;
+        let moved = rm.as_tensor().abs()?.sum_all()?.to_scalar::<f32>()?;
+        assert!(moved > 0.0, "running mean did not move");
+        Ok(())
+    }
+
+    #[test]
+    fn one_adamw_step_reduces_dice_loss() -> Result<()> {
+        use crate::train::loss::soft_dice_loss;
+        use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+        let (varmap, net) = build(4)?;
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 16, 16), &dev)?;
+        // A square "nodule" in each slice.
+        let mut mask = vec![0f32; 2 * 16 * 16];
+        for b in 0..2 {
+            for r in 5..10 {
+                for c in 6..11 {
+                    mask[b * 256 + r * 16 + c] = 1.0;
+                }
+            }
+        }
+        let y = Tensor::from_vec(mask, (2, 1, 16, 16), &dev)?;
+        let params = ParamsAdamW {
+            lr: 1e-2,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(trainable_vars(&varmap), params)?;
+        let before = soft_dice_loss(&net.forward_t(&x, true)?, &y)?;
+        opt.backward_step(&before)?;
+        let after = soft_dice_loss(&net.forward_t(&x, true)?, &y)?;
+        let (b, a) = (before.to_scalar::<f32>()?, after.to_scalar::<f32>()?);
+        assert!(a < b, "dice loss did not decrease: {b} -> {a}");
+        Ok(())
+    }
+
+    #[test]
+    fn native_upsample_matches_composed_forward() -> Result<()> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let cfg = UNetConfig { base_channels: 4 };
+        let a = UNet::with_upsample(&cfg, Upsample2x::Bilinear, vb.clone())?;
+        let b = UNet::with_upsample(&cfg, Upsample2x::CandleNative, vb)?;
+        let x = Tensor::randn(0f32, 1.0, (1, 1, 8, 12), &Device::Cpu)?;
+        let diff = (a.forward_t(&x, false)? - b.forward_t(&x, false)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "max diff {diff}");
+        Ok(())
+    }
+}
