@@ -32,8 +32,7 @@ demo: build
 	$(MAKE) --no-print-directory train eval report
 
 synth: build
-	@if [ -f "$(SYNTH_ROOT)/.lungseg-synth" ]; then echo "synth: $(SYNTH_ROOT) exists"; \
-	else $(BIN) synth --out $(SYNTH_ROOT) --patients $(SYNTH_PATIENTS) --seed 7; fi
+	$(BIN) synth --out $(SYNTH_ROOT) --patients $(SYNTH_PATIENTS) --seed 7
 
 prepare: build
 	$(BIN) prepare --input $(INPUT) --out $(DATA)

@@ -9,6 +9,7 @@ use std::path::Path;
 const DEFAULTS: &[(&str, &str)] = &[
     ("prepare", include_str!("../pipeline/prepare.toml")),
     ("split", include_str!("../pipeline/split.toml")),
+    ("train", include_str!("../pipeline/train.toml")),
 ];
 
 /// The default TOML text for `stage`.

@@ -22,8 +22,39 @@ fn init_logging(verbose: u8, quiet: bool) {
         .init();
 }
 
+/// Ctrl-C asks the trainer to finish its step, save `last` and stop; a second Ctrl-C exits now.
+fn install_interrupt_handler() {
+    use std::sync::atomic::Ordering;
+    let result = ctrlc::set_handler(|| {
+        if lungseg::train::INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: finishing the current step and saving last (Ctrl-C again to abort)");
+    });
+    if let Err(e) = result {
+        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
+}
+
 fn run(cli: &Cli) -> Result<(), lungseg::Error> {
     match &cli.command {
+        Command::Synth(args) => {
+            let report = lungseg::synth::run(&lungseg::synth::SynthConfig {
+                out: args.out.clone(),
+                patients: args.patients,
+                seed: args.seed,
+                odd_sizes: args.odd_sizes,
+                hu16: args.hu16,
+            })?;
+            println!(
+                "synth: {} patients, {} nodules, {} slices, {} mask files in {}",
+                report.patients,
+                report.nodules,
+                report.slices,
+                report.mask_files,
+                args.out.display()
+            );
+        }
         Command::Prepare(args) => {
             let cfg = args.resolve(cli.quiet)?;
             let report = lungseg::prepare::run(&cfg)?;
@@ -35,6 +66,12 @@ fn run(cli: &Cli) -> Result<(), lungseg::Error> {
             if let Some(w) = report.ratio_warning() {
                 tracing::warn!("{w}");
             }
+            println!("{}", report.summary());
+        }
+        Command::Train(args) => {
+            let cfg = args.resolve(cli.quiet)?;
+            install_interrupt_handler();
+            let report = lungseg::train::run(&cfg)?;
             println!("{}", report.summary());
         }
     }

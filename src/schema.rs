@@ -39,6 +39,7 @@ const CONTRACTS: &[(&str, &str)] = &[
     ("rejects", include_str!("../schemas/rejects.json")),
     ("split", include_str!("../schemas/split.json")),
     ("slice_index", include_str!("../schemas/slice_index.json")),
+    ("epochs", include_str!("../schemas/epochs.json")),
 ];
 
 /// Names of every embedded table contract.

@@ -77,7 +77,7 @@ impl Default for TverskyParams {
 }
 
 /// Which training loss to use (`dice`, `tversky`, `dice-bce` in configs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
     /// [`soft_dice_loss`], the notebook's loss.

@@ -1,5 +1,15 @@
-//! Training support: losses on logits, pooled segmentation metrics and early stopping.
+//! The `train` stage: a candle U-Net trainer that streams shards, validates with pooled metrics
+//! every epoch, stops early on a recall-first score and writes per-epoch tables.
 
+pub mod device;
 pub mod early_stop;
+pub mod epochs;
+pub mod init;
 pub mod loss;
 pub mod metrics;
+pub mod optim;
+pub mod settings;
+pub mod state;
+pub mod trainer;
+
+pub use trainer::{run, TrainReport, INTERRUPTED};

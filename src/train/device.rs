@@ -1,0 +1,128 @@
+//! Chooses the compute device from `--device auto|cpu|cuda[:N]|metal`.
+
+use crate::error::{Error, Result};
+use candle_core::Device;
+use std::str::FromStr;
+
+/// A requested device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceSpec {
+    /// CUDA if built in and present, then Metal, then CPU.
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+    /// The default Metal device.
+    Metal,
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "metal" => Ok(Self::Metal),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}`: use auto, cpu, cuda, cuda:N or metal")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => write!(f, "auto"),
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Metal => write!(f, "metal"),
+        }
+    }
+}
+
+/// A human-readable name of an opened device.
+pub fn describe(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+/// Opens the requested device. An explicit GPU request that cannot be met is an error (exit 2);
+/// `auto` falls back quietly.
+pub fn open(spec: DeviceSpec) -> Result<Device> {
+    let unavailable = |what: &str, e: candle_core::Error| {
+        Error::Usage(format!(
+            "--device {what}: not available ({e}); this binary was built with features [{}]",
+            built_features()
+        ))
+    };
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| unavailable(&spec.to_string(), e)),
+        DeviceSpec::Metal => Device::new_metal(0).map_err(|e| unavailable("metal", e)),
+        DeviceSpec::Auto => {
+            if candle_core::utils::cuda_is_available() {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
+            }
+            if candle_core::utils::metal_is_available() {
+                if let Ok(d) = Device::new_metal(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
+        }
+    }
+}
+
+/// The GPU features compiled into this binary.
+pub fn built_features() -> String {
+    let mut f = Vec::new();
+    if cfg!(feature = "cuda") {
+        f.push("cuda");
+    }
+    if cfg!(feature = "cudnn") {
+        f.push("cudnn");
+    }
+    if cfg!(feature = "metal") {
+        f.push("metal");
+    }
+    if f.is_empty() {
+        "cpu only".into()
+    } else {
+        f.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("auto".parse(), Ok(DeviceSpec::Auto));
+        assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
+        assert!("gpu".parse::<DeviceSpec>().is_err());
+        assert_eq!(DeviceSpec::Cuda(1).to_string(), "cuda:1");
+    }
+
+    #[test]
+    fn auto_always_opens_something_and_cpu_build_refuses_cuda() {
+        assert!(open(DeviceSpec::Auto).is_ok());
+        if !cfg!(feature = "cuda") {
+            let e = open(DeviceSpec::Cuda(0)).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Shared helpers: a temp-dir sandbox, running the binary, writing PNGs, reading shards back.
+
+#![allow(dead_code)]
+
+use arrow_array::{Array, BinaryArray, Int32Array, Int64Array, StringArray};
+use lungseg::schema;
+use lungseg::table::{column, read_table};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary directory that is removed when the test ends.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The result of one `lungseg` invocation.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with the captured output unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "exit code {} (wanted {code})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn ok(self) -> Self {
+        self.expect_code(0)
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lungseg")
+}
+
+/// Runs `lungseg` with `args`, quietly unless the test sets other flags.
+pub fn lungseg<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out: Output = Command::new(bin())
+        .args(args)
+        .env_remove("LUNGSEG_LOG")
+        .output()
+        .expect("spawn lungseg");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ensure_parent(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+}
+
+pub fn write_gray8(path: &Path, width: u32, height: u32, data: Vec<u8>) {
+    ensure_parent(path);
+    image::GrayImage::from_raw(width, height, data)
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+pub fn write_gray16(path: &Path, width: u32, height: u32, data: Vec<u16>) {
+    ensure_parent(path);
+    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(width, height, data)
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+pub fn write_rgb8(path: &Path, width: u32, height: u32, data: Vec<u8>) {
+    ensure_parent(path);
+    image::RgbImage::from_raw(width, height, data)
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+/// One shard row, read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardRow {
+    pub slice_id: String,
+    pub patient_id: String,
+    pub height: i32,
+    pub width: i32,
+    pub source_bits: i32,
+    pub image: Vec<f32>,
+    pub mask: Vec<u8>,
+    pub rater_bits: Vec<u8>,
+    pub raters_present: i32,
+    pub mask_pixels: i64,
+    pub slice_index: Option<i32>,
+}
+
+/// Every row of every shard under `data/shards`, in file and row order.
+pub fn read_shards(data: &Path) -> Vec<ShardRow> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("shards"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let spec = schema::spec("slices");
+    let mut rows = Vec::new();
+    for f in files {
+        for b in read_table(&f, &spec).unwrap() {
+            let s = |n| column::<StringArray>(&b, n, &f).unwrap();
+            let i = |n| column::<Int32Array>(&b, n, &f).unwrap();
+            let bin = |n| column::<BinaryArray>(&b, n, &f).unwrap();
+            let idx = i("slice_index");
+            for r in 0..b.num_rows() {
+                rows.push(ShardRow {
+                    slice_id: s("slice_id").value(r).to_string(),
+                    patient_id: s("patient_id").value(r).to_string(),
+                    height: i("height").value(r),
+                    width: i("width").value(r),
+                    source_bits: i("source_bits").value(r),
+                    image: bin("image")
+                        .value(r)
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                    mask: bin("mask").value(r).to_vec(),
+                    rater_bits: bin("rater_bits").value(r).to_vec(),
+                    raters_present: i("raters_present").value(r),
+                    mask_pixels: column::<Int64Array>(&b, "mask_pixels", &f)
+                        .unwrap()
+                        .value(r),
+                    slice_index: idx.is_valid(r).then(|| idx.value(r)),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// (path, reason) of every reject, sorted.
+pub fn read_rejects(data: &Path) -> Vec<(String, String, Option<String>)> {
+    let p = data.join("rejects.parquet");
+    let mut out = Vec::new();
+    for b in read_table(&p, &schema::spec("rejects")).unwrap() {
+        let path = column::<StringArray>(&b, "path", &p).unwrap();
+        let reason = column::<StringArray>(&b, "reason", &p).unwrap();
+        let patient = column::<StringArray>(&b, "patient_id", &p).unwrap();
+        for r in 0..b.num_rows() {
+            out.push((
+                path.value(r).to_string(),
+                reason.value(r).to_string(),
+                patient.is_valid(r).then(|| patient.value(r).to_string()),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The string column `name` of a small table.
+pub fn strings(path: &Path, table: &str, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in read_table(path, &schema::spec(table)).unwrap() {
+        let c = column::<StringArray>(&b, name, path).unwrap();
+        out.extend((0..b.num_rows()).map(|r| c.value(r).to_string()));
+    }
+    out
+}
+
+/// Whether python3 can import every module. Under CI (`LUNGSEG_REQUIRE_PYTHON=1`) a missing
+/// module is a failure, not a skip.
+pub fn python_has(modules: &[&str]) -> bool {
+    let code = modules
+        .iter()
+        .map(|m| format!("import {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let ok = Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok && std::env::var("LUNGSEG_REQUIRE_PYTHON").as_deref() == Ok("1") {
+        panic!("python3 cannot import {modules:?}; run scripts/ensure-python-deps.sh");
+    }
+    if !ok {
+        eprintln!("skipping: python3 cannot import {modules:?}");
+    }
+    ok
+}
+
+/// Runs a script from `scripts/` with python3 and returns its output, panicking on failure.
+pub fn python_script(script: &str, args: &[&Path]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script);
+    let out = Command::new("python3").arg(&path).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Generates a synthetic tree with the binary.
+pub fn synth(out: &Path, patients: usize, seed: u64, extra: &[&str]) {
+    let mut args: Vec<String> = vec![
+        "synth".into(),
+        "--out".into(),
+        out.display().to_string(),
+        "--patients".into(),
+        patients.to_string(),
+        "--seed".into(),
+        seed.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    lungseg(&args).ok();
+}
+
+/// Runs prepare quietly and expects success.
+pub fn prepare(input: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<String> = vec![
+        "-q".into(),
+        "prepare".into(),
+        "--input".into(),
+        input.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    lungseg(&args).ok()
+}
+
+/// Every file under `dir` with its bytes, for whole-directory comparisons.
+pub fn tree_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,5 @@
+//! Integration tests: they drive the real `lungseg` binary on generated trees.
+
+mod common;
+mod prepare;
+mod split;
