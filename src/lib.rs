@@ -4,3 +4,4 @@
 //! fixed-name files that [`layout`] knows.
 
 pub mod rng;
+pub mod synth;
