@@ -93,16 +93,42 @@ impl Ellipse {
         (self.cx + u * c - v * s, self.cy + u * s + v * c)
     }
 
+    /// The ellipse with its trigonometry done once, for testing many pixels.
+    fn edge(&self) -> Edge {
+        let (sin, cos) = self.tilt.sin_cos();
+        Edge {
+            cx: self.cx,
+            cy: self.cy,
+            inv_ax: 1.0 / self.ax,
+            inv_ay: 1.0 / self.ay,
+            sin,
+            cos,
+            ramp: self.ax.min(self.ay) / EDGE_PX,
+        }
+    }
+}
+
+/// An [`Ellipse`] prepared for per-pixel membership tests.
+#[derive(Debug, Clone, Copy)]
+struct Edge {
+    cx: f64,
+    cy: f64,
+    inv_ax: f64,
+    inv_ay: f64,
+    sin: f64,
+    cos: f64,
+    ramp: f64,
+}
+
+impl Edge {
     /// How much of the pixel centred at (`x`, `y`) lies inside: 1 inside, 0 outside, a ramp of
     /// [`EDGE_PX`] across the edge.
     fn membership(&self, x: f64, y: f64) -> f64 {
         let (dx, dy) = (x - self.cx, y - self.cy);
-        let (s, c) = self.tilt.sin_cos();
-        let u = dx * c + dy * s;
-        let v = -dx * s + dy * c;
-        let q = ((u / self.ax).powi(2) + (v / self.ay).powi(2)).sqrt();
-        let inside_px = (1.0 - q) * self.ax.min(self.ay);
-        (0.5 + inside_px / EDGE_PX).clamp(0.0, 1.0)
+        let u = (dx * self.cos + dy * self.sin) * self.inv_ax;
+        let v = (dy * self.cos - dx * self.sin) * self.inv_ay;
+        let q = (u * u + v * v).sqrt();
+        (0.5 + (1.0 - q) * self.ramp).clamp(0.0, 1.0)
     }
 }
 
@@ -213,8 +239,8 @@ impl Nodule {
             drift: (rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0.3)),
             elongation: rng.uniform(-0.15, 0.15),
             orientation: rng.uniform(0.0, PI),
-            lobulation: rng.uniform(0.0, 0.1),
-            lobes: rng.range_inclusive(3, 6) as f64,
+            lobulation: rng.uniform(0.0, 0.06),
+            lobes: rng.range_inclusive(3, 7) as f64,
             lobe_phase: rng.uniform(0.0, 2.0 * PI),
             peak_level: rng.next_f64(),
         }
@@ -248,8 +274,9 @@ pub fn render(
 ) -> Rendered {
     let sx = width as f64 / REFERENCE_SIDE;
     let sy = height as f64 / REFERENCE_SIDE;
-    let body = anatomy.body.scaled(sx, sy);
+    let body = anatomy.body.scaled(sx, sy).edge();
     let lungs = anatomy.lungs.map(|l| l.scaled(sx, sy));
+    let lung_edges = lungs.map(|l| l.edge());
     let air = Palette::level(palette.air, anatomy.air_level);
     let body_level = Palette::level(palette.body, anatomy.body_level);
     let lung_level = Palette::level(palette.lung, anatomy.lung_level);
@@ -262,7 +289,9 @@ pub fn render(
         for x in 0..width {
             let px = x as f64 + 0.5;
             let mb = body.membership(px, py);
-            let ml = lungs[0].membership(px, py).max(lungs[1].membership(px, py));
+            let ml = lung_edges[0]
+                .membership(px, py)
+                .max(lung_edges[1].membership(px, py));
             let mut v = air + (body_level - air) * mb;
             v += (lung_level - v) * ml;
             values[y * width + x] = v;
@@ -316,7 +345,7 @@ pub fn render(
         }
     }
 
-    // The nodule: a soft blob, f = exp(-ln2 · s⁴), so f = 1/2 exactly on the contour s = 1.
+    // The nodule: a soft blob, f = exp(-ln2 · s³), so f = 1/2 exactly on the contour s = 1.
     let mut truth = vec![false; n];
     let r = nodule.radius(z);
     if r > 0.0 {
@@ -329,7 +358,7 @@ pub fn render(
         cy += nodule.drift.1 * dz;
         let peak = Palette::level(palette.nodule, nodule.peak_level);
         let (so, co) = nodule.orientation.sin_cos();
-        let reach = 2.0 * r * (1.0 + nodule.elongation.abs() + nodule.lobulation) + 1.0;
+        let reach = 2.2 * r * (1.0 + nodule.elongation.abs() + nodule.lobulation) + 1.0;
         let x0 = (cx - reach).floor().max(0.0) as usize;
         let y0 = (cy - reach).floor().max(0.0) as usize;
         let x1 = ((cx + reach).ceil().max(0.0) as usize).min(width);
@@ -344,7 +373,7 @@ pub fn render(
                 let r_eff =
                     r * (1.0 + nodule.lobulation * (nodule.lobes * phi + nodule.lobe_phase).cos());
                 let s = rho / r_eff;
-                let f = (-LN_2 * s.powi(4)).exp();
+                let f = (-LN_2 * s.powi(3)).exp();
                 let idx = y * width + x;
                 values[idx] += (peak - values[idx]) * f;
                 truth[idx] = s <= 1.0;

@@ -212,6 +212,10 @@ fn layout_counts_and_mask_values() {
             hu16_slices: 0,
         }
     );
+    eprintln!(
+        "{slices} slices: {empty} with an empty union; {absent_folders} absent rater folders, \
+         {absent_files} absent mask files"
+    );
     assert!(absent_folders > 0, "no missing rater folder");
     assert!(absent_files > 0, "no missing single mask file");
     assert!(empty > 0, "no slice with an empty union");
@@ -396,4 +400,14 @@ fn io_errors_lead_with_the_path() {
         source: std::io::Error::other("disk full"),
     };
     assert_eq!(err.to_string(), "/x/y.png: disk full");
+}
+
+/// `cargo test --lib synth::tests::time_100_patients -- --ignored --nocapture`
+#[test]
+#[ignore = "timing only"]
+fn time_100_patients() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    let r = run(&config(dir.path(), 100, 7, true, true)).unwrap();
+    eprintln!("100 patients: {:?} for {r:?}", t.elapsed());
 }
