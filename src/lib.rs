@@ -14,6 +14,7 @@ pub mod progress;
 pub mod rng;
 pub mod schema;
 pub mod split;
+pub mod synth;
 pub mod table;
 pub mod train;
 
