@@ -1,10 +1,10 @@
 //! The training loop: epochs of streamed patches, a pooled validation pass, early stopping,
 //! checkpoints and the epoch table, with exact `--resume` after an interruption.
 
-use super::batcher::Batcher;
+use super::batcher::{Batcher, PatchBatch};
 use super::early_stop::{EarlyStopping, StopReason};
 use super::epochs::{read_epochs, write_epochs, EpochMetrics};
-use super::loader::{IndexEntry, Order, ShardStream, SliceIndex, SliceSample, StreamOptions};
+use super::loader::{IndexEntry, Order, ShardStream, SliceIndex, StreamOptions};
 use super::metrics::{EpochAccumulator, EpochScores};
 use super::optim::Adam;
 use super::patch::{PatchSampler, WholeSliceBatch};
@@ -19,7 +19,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::layout::{DataDir, RunDir};
 use crate::model::{is_running_stat, UNet, UNetConfig};
 use crate::rng::SplitMix64;
-use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_core::{DType, Device, ModuleT, Var};
 use candle_nn::{VarBuilder, VarMap};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -429,17 +429,15 @@ impl EpochContext<'_> {
                 break;
             }
             let samples = batch?;
-            let (images, masks) = patch_batch(&samples, &sampler, &mut rng);
+            let batch = PatchBatch::from_samples(&samples, &sampler, &mut rng);
             step += 1;
             if step <= state.steps_done {
                 bar.inc(1);
                 continue; // replaying an interrupted epoch up to where it stopped
             }
-            let n = samples.len();
-            let p = s.patch;
-            let x = Tensor::from_vec(images, (n, 1, p, p), self.device)
-                .map_err(|e| Error::tensor("uploading a batch", e))?;
-            let y = Tensor::from_vec(masks, (n, 1, p, p), self.device)
+            let n = batch.batch;
+            let (x, y) = batch
+                .to_tensors(self.device)
                 .map_err(|e| Error::tensor("uploading a batch", e))?;
             let loss = self
                 .model
@@ -484,13 +482,10 @@ impl EpochContext<'_> {
         let stream = self.stream(self.val_index, Order::Index)?;
         for batch in Batcher::new(stream).batch_size(s.val_batch_size) {
             let samples = batch?;
-            let wb = WholeSliceBatch::new(&samples);
-            let n = samples.len();
+            let wb = WholeSliceBatch::from_samples(samples, 4);
             let (h, w) = (wb.height, wb.width);
-            let x = Tensor::from_vec(wb.images.clone(), (n, 1, h, w), self.device)
-                .map_err(|e| Error::tensor("uploading a validation batch", e))?;
-            let y_vals: Vec<f32> = wb.masks.iter().map(|&m| f32::from(m)).collect();
-            let y = Tensor::from_vec(y_vals, (n, 1, h, w), self.device)
+            let (x, y) = wb
+                .to_tensors(self.device)
                 .map_err(|e| Error::tensor("uploading a validation batch", e))?;
             let (loss, probs) = self
                 .model
@@ -501,32 +496,21 @@ impl EpochContext<'_> {
                     Ok((loss.to_scalar::<f32>()?, probs.flatten_all()?.to_vec1::<f32>()?))
                 })
                 .map_err(|e| Error::tensor("validation forward", e))?;
-            for (i, sample) in samples.iter().enumerate() {
+            for i in 0..wb.len() {
                 let plane = &probs[i * h * w..(i + 1) * h * w];
                 let cropped = wb.crop_back(i, plane);
-                acc.add_batch(&cropped, &sample.mask, sample.height * sample.width, f64::from(loss));
+                let padded_mask: Vec<f32> = wb.masks[i * h * w..(i + 1) * h * w]
+                    .iter()
+                    .map(|&m| f32::from(m))
+                    .collect();
+                let mask: Vec<u8> = wb
+                    .crop_back(i, &padded_mask)
+                    .into_iter()
+                    .map(|m| m as u8)
+                    .collect();
+                acc.add_batch(&cropped, &mask, cropped.len(), f64::from(loss));
             }
         }
         Ok((acc.finish(), acc))
     }
-}
-
-/// Samples one patch per slice into flat image and {0,1} mask buffers.
-fn patch_batch(
-    samples: &[SliceSample],
-    sampler: &PatchSampler,
-    rng: &mut SplitMix64,
-) -> (Vec<f32>, Vec<f32>) {
-    let area = sampler.patch * sampler.patch;
-    let mut images = vec![0f32; samples.len() * area];
-    let mut masks = vec![0u8; samples.len() * area];
-    for (i, s) in samples.iter().enumerate() {
-        sampler.sample(
-            s,
-            rng,
-            &mut images[i * area..(i + 1) * area],
-            &mut masks[i * area..(i + 1) * area],
-        );
-    }
-    (images, masks.into_iter().map(f32::from).collect())
 }
