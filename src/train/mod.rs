@@ -1,5 +1,7 @@
-//! Training support: losses on logits, pooled segmentation metrics and early stopping.
+//! Training support: rater fusion, streaming shard loading, patch sampling and batching, losses
+//! on logits, pooled segmentation metrics and early stopping.
 
 pub mod early_stop;
+pub mod fusion;
 pub mod loss;
 pub mod metrics;
