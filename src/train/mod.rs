@@ -3,5 +3,9 @@
 
 pub mod early_stop;
 pub mod fusion;
+pub mod loader;
 pub mod loss;
 pub mod metrics;
+
+#[cfg(test)]
+mod test_shards;
