@@ -265,7 +265,9 @@ fn parse_monitor(s: &str) -> std::result::Result<Monitor, String> {
         "fbeta" | "f2" => Ok(Monitor::FBeta),
         "recall" => Ok(Monitor::Recall),
         "dice" => Ok(Monitor::Dice),
-        _ => Err(format!("unknown monitor `{s}`: use fbeta (f2), recall or dice")),
+        _ => Err(format!(
+            "unknown monitor `{s}`: use fbeta (f2), recall or dice"
+        )),
     }
 }
 
@@ -277,9 +279,27 @@ impl TrainArgs {
             ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { s.$field = v; } )* };
         }
         set!(
-            base_channels, loss, tversky_alpha, tversky_beta, lr, weight_decay, batch_size,
-            max_epochs, patience, threshold, patch, fg_crop, flips, fusion, monitor, beta,
-            min_precision, seed, shuffle_buffer, queue_capacity, val_batch_size,
+            base_channels,
+            loss,
+            tversky_alpha,
+            tversky_beta,
+            lr,
+            weight_decay,
+            batch_size,
+            max_epochs,
+            patience,
+            threshold,
+            patch,
+            fg_crop,
+            flips,
+            fusion,
+            monitor,
+            beta,
+            min_precision,
+            seed,
+            shuffle_buffer,
+            queue_capacity,
+            val_batch_size,
             max_steps_per_epoch
         );
         s.validate()?;

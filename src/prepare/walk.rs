@@ -3,7 +3,7 @@
 
 use super::natural::{natural_cmp, trailing_number};
 use super::reject::{Reject, RejectReason, TreePlace};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -321,7 +321,7 @@ impl Walker<'_> {
                 }
             }
         }
-        let mut mask_files: [BTreeSet<String>; RATERS] = Default::default();
+        let mut mask_files: [BTreeMap<String, PathBuf>; RATERS] = Default::default();
         for (k, dir) in mask_dirs.iter().enumerate() {
             let Some(dir) = dir else { continue };
             let Some(items) = self.list(dir, place) else {
@@ -330,7 +330,7 @@ impl Walker<'_> {
             for (name, path) in items {
                 match classify(&path, ancestors) {
                     EntryKind::File if image_names.contains(&name) => {
-                        mask_files[k].insert(name);
+                        mask_files[k].insert(name, path);
                     }
                     EntryKind::File if is_png(&name) => {
                         let mut p = place.clone();
@@ -354,10 +354,8 @@ impl Walker<'_> {
         let patient_id = place.patient_id.clone().unwrap_or_default();
         let nodule_id = place.nodule_id.clone().unwrap_or_default();
         for (name, path) in jobs {
-            let masks: [Option<PathBuf>; RATERS] = std::array::from_fn(|k| {
-                let dir = mask_dirs[k].as_ref()?;
-                mask_files[k].contains(&name).then(|| dir.join(&name))
-            });
+            let masks: [Option<PathBuf>; RATERS] =
+                std::array::from_fn(|k| mask_files[k].get(&name).cloned());
             let stem = Path::new(&name)
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())

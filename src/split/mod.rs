@@ -144,7 +144,7 @@ impl SplitReport {
 }
 
 /// The rule recorded in `split.json`.
-pub const RULE: &str = "val iff mix64(fnv1a64(\"<seed>:<patient_id>\")) / 2^64 < val_ratio; fold = mix64(fnv1a64(\"<seed>:<patient_id>\") ^ 0x5851F42D4C957F2D) mod folds (mix64 = SplitMix64 finaliser)";
+pub const RULE: &str = "val iff mix64(fnv1a64(\"<seed>:<patient_id>\")) / 2^64 < val_ratio (if that leaves a side empty, the patient with the lowest hash joins val); fold = mix64(fnv1a64(\"<seed>:<patient_id>\") ^ 0x5851F42D4C957F2D) mod folds (mix64 = SplitMix64 finaliser)";
 
 /// One manifest row, as the split needs it.
 #[derive(Debug, Clone)]
@@ -200,7 +200,44 @@ pub fn assign_patients<'a>(
         })
         .collect();
     out.sort_by(|a, b| natural_cmp(&a.patient_id, &b.patient_id));
+    ensure_both_sides(&mut out, s);
     out
+}
+
+/// With few patients the hash can leave a side empty. Then the patient whose hash lies closest
+/// to the ratio crosses over (lowest hash into validation, or highest into training), so every
+/// split with at least two patients has both sides. The stability guarantee holds for every
+/// split where the hash alone fills both sides.
+fn ensure_both_sides(patients: &mut [PatientSplit], s: &SplitSettings) {
+    if patients.len() < 2 || s.val_ratio <= 0.0 {
+        return;
+    }
+    let unit = |p: &PatientSplit| assign::patient_unit(&p.patient_id, s.seed);
+    let total = patients.len();
+    let pick = |want_val: bool, patients: &mut [PatientSplit]| {
+        let chosen = patients.iter_mut().min_by(|a, b| {
+            let (ua, ub) = (unit(a), unit(b));
+            if want_val {
+                ua.total_cmp(&ub)
+            } else {
+                ub.total_cmp(&ua)
+            }
+        });
+        if let Some(p) = chosen {
+            tracing::warn!(
+                "patient {} moved to {} so that neither split is empty ({} patients)",
+                p.patient_id,
+                if want_val { "val" } else { "train" },
+                total
+            );
+            p.val = want_val;
+        }
+    };
+    if !patients.iter().any(|p| p.val) {
+        pick(true, patients);
+    } else if patients.iter().all(|p| p.val) {
+        pick(false, patients);
+    }
 }
 
 /// Runs the stage.
@@ -245,20 +282,6 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitReport> {
         .filter(|p| p.val)
         .map(|p| p.patient_id.as_str())
         .collect();
-    if s.val_ratio > 0.0 && val_set.is_empty() {
-        return Err(Error::Usage(format!(
-            "no patient hashed into validation with seed {} and val ratio {} ({} patients); choose another --seed",
-            s.seed,
-            s.val_ratio,
-            patients.len()
-        )));
-    }
-    if val_set.len() == patients.len() {
-        return Err(Error::Usage(format!(
-            "every patient hashed into validation with seed {}; choose another --seed",
-            s.seed
-        )));
-    }
     let (val_rows, train_rows): (Vec<&IndexRow>, Vec<&IndexRow>) = rows
         .iter()
         .partition(|r| val_set.contains(r.patient_id.as_str()));
@@ -398,6 +421,20 @@ mod tests {
         assert_eq!(used.iter().sum::<usize>(), 100);
         let none = assign_patients(ids.iter().map(|p| (p.as_str(), 1, 0)), &settings(0));
         assert!(none.iter().all(|p| p.fold.is_none()));
+    }
+
+    #[test]
+    fn few_patients_always_fill_both_sides() {
+        let ids = ["A", "B", "C"];
+        for seed in 0..200 {
+            let s = SplitSettings {
+                seed,
+                ..settings(0)
+            };
+            let out = assign_patients(ids.iter().map(|p| (*p, 1, 0)), &s);
+            let val = out.iter().filter(|p| p.val).count();
+            assert!((1..=2).contains(&val), "seed {seed}: {val} in val");
+        }
     }
 
     #[test]

@@ -31,7 +31,9 @@ impl FromStr for DeviceSpec {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Self::Cuda)
-                .ok_or_else(|| format!("unknown device `{s}`: use auto, cpu, cuda, cuda:N or metal")),
+                .ok_or_else(|| {
+                    format!("unknown device `{s}`: use auto, cpu, cuda, cuda:N or metal")
+                }),
         }
     }
 }

@@ -64,7 +64,9 @@ pub fn write_epochs(path: &Path, rows: &[EpochMetrics]) -> Result<u64> {
         Arc::new(Int64Array::from_iter_values(rows.iter().map(f)))
     };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.run_id))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.run_id),
+        )),
         Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.epoch))),
         f64s(|r| r.train_loss),
         f64s(|r| r.val_loss),
@@ -80,12 +82,16 @@ pub fn write_epochs(path: &Path, rows: &[EpochMetrics]) -> Result<u64> {
         f64s(|r| r.lr),
         f64s(|r| r.seconds),
         f64s(|r| r.train_patches_per_s),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.monitor))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.monitor),
+        )),
         f64s(|r| r.monitor_value),
         Arc::new(BooleanArray::from(
             rows.iter().map(|r| r.improved).collect::<Vec<_>>(),
         )),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.best_epoch))),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.best_epoch),
+        )),
     ];
     write_table(path, schema::spec("epochs"), columns)
 }
@@ -161,7 +167,14 @@ mod tests {
             improved: true,
             best_epoch: 1,
         };
-        let rows = vec![row.clone(), EpochMetrics { epoch: 2, improved: false, ..row }];
+        let rows = vec![
+            row.clone(),
+            EpochMetrics {
+                epoch: 2,
+                improved: false,
+                ..row
+            },
+        ];
         write_epochs(&p, &rows).unwrap();
         assert_eq!(read_epochs(&p).unwrap(), rows);
     }

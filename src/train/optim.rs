@@ -115,10 +115,7 @@ impl Adam {
             .first()
             .map(|s| s.var.device().clone())
             .unwrap_or(candle_core::Device::Cpu);
-        out.insert(
-            "step".into(),
-            Tensor::new(&[self.step as f32], &device)?,
-        );
+        out.insert("step".into(), Tensor::new(&[self.step as f32], &device)?);
         Ok(out)
     }
 
@@ -184,8 +181,16 @@ mod tests {
         let want0 = 0.9 - step2(5.0, 4.8);
         let want1 = -1.9 - step2(-4.0, -3.8);
         assert!((want0 - 0.800_127).abs() < 1e-6 && (want1 + 1.800_167).abs() < 1e-6);
-        assert!((f64::from(seen[1][0]) - want0).abs() < 1e-6, "{:?} {want0}", seen[1]);
-        assert!((f64::from(seen[1][1]) - want1).abs() < 1e-6, "{:?} {want1}", seen[1]);
+        assert!(
+            (f64::from(seen[1][0]) - want0).abs() < 1e-6,
+            "{:?} {want0}",
+            seen[1]
+        );
+        assert!(
+            (f64::from(seen[1][1]) - want1).abs() < 1e-6,
+            "{:?} {want1}",
+            seen[1]
+        );
     }
 
     #[test]

@@ -70,13 +70,19 @@ impl TrainSettings {
             return bad("--batch-size and --val-batch-size must be positive".into());
         }
         if self.patch == 0 || self.patch % 4 != 0 {
-            return bad(format!("--patch must be a positive multiple of 4, got {}", self.patch));
+            return bad(format!(
+                "--patch must be a positive multiple of 4, got {}",
+                self.patch
+            ));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("--lr must be positive, got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.threshold) {
-            return bad(format!("--threshold must be in [0, 1), got {}", self.threshold));
+            return bad(format!(
+                "--threshold must be in [0, 1), got {}",
+                self.threshold
+            ));
         }
         if !(0.0..=1.0).contains(&self.fg_crop) || !(0.0..=1.0).contains(&self.min_precision) {
             return bad("--fg-crop and --min-precision must be in [0, 1]".into());

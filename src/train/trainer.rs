@@ -114,7 +114,9 @@ fn indexes(data: &DataDir, fold: Option<u32>) -> Result<(SliceIndex, SliceIndex)
         )));
     }
     if val_patients.is_empty() {
-        return Err(Error::Usage(format!("--fold {k}: no patient is in fold {k}")));
+        return Err(Error::Usage(format!(
+            "--fold {k}: no patient is in fold {k}"
+        )));
     }
     let (v, t): (Vec<IndexEntry>, Vec<IndexEntry>) = train
         .into_entries()
@@ -189,7 +191,10 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
     }
     let (train_index, val_index) = indexes(&data, cfg.fold)?;
     if train_index.is_empty() {
-        return Err(Error::input(data.train_index(), "the training split is empty"));
+        return Err(Error::input(
+            data.train_index(),
+            "the training split is empty",
+        ));
     }
     std::fs::create_dir_all(run_dir.root()).at(run_dir.root())?;
     let device = device::open(cfg.device)?;
@@ -208,7 +213,8 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
         vb,
     )
     .map_err(tensor_err("building the U-Net"))?;
-    let mut opt = Adam::new(named_trainables(&varmap), s.adam()).map_err(tensor_err("optimizer"))?;
+    let mut opt =
+        Adam::new(named_trainables(&varmap), s.adam()).map_err(tensor_err("optimizer"))?;
 
     let (mut state, mut rows) = match start {
         Start::Resume(st) => {
@@ -468,7 +474,11 @@ impl EpochContext<'_> {
         }
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
-        let mean = if step == 0 { 0.0 } else { loss_sum / step as f64 };
+        let mean = if step == 0 {
+            0.0
+        } else {
+            loss_sum / step as f64
+        };
         Ok(Some((mean, patches, seconds)))
     }
 
@@ -493,7 +503,10 @@ impl EpochContext<'_> {
                 .and_then(|logits| {
                     let loss = s.loss.compute_with(&logits, &y, &s.tversky())?;
                     let probs = candle_nn::ops::sigmoid(&logits)?;
-                    Ok((loss.to_scalar::<f32>()?, probs.flatten_all()?.to_vec1::<f32>()?))
+                    Ok((
+                        loss.to_scalar::<f32>()?,
+                        probs.flatten_all()?.to_vec1::<f32>()?,
+                    ))
                 })
                 .map_err(|e| Error::tensor("validation forward", e))?;
             for i in 0..wb.len() {

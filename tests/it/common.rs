@@ -214,8 +214,14 @@ pub fn python_has(modules: &[&str]) -> bool {
 
 /// Runs a script from `scripts/` with python3 and returns its output, panicking on failure.
 pub fn python_script(script: &str, args: &[&Path]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script);
-    let out = Command::new("python3").arg(&path).args(args).output().unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{script} failed\n{}\n{}",

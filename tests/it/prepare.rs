@@ -34,7 +34,12 @@ fn recompute(root: &Path) -> BTreeMap<String, (i32, (u32, u32), Vec<f32>, Vec<u8
                     ),
                     other => (
                         8,
-                        other.to_luma8().into_raw().into_iter().map(|v| v as f32 / 255.0).collect(),
+                        other
+                            .to_luma8()
+                            .into_raw()
+                            .into_iter()
+                            .map(|v| v as f32 / 255.0)
+                            .collect(),
                     ),
                 };
                 let mut raters = vec![0u8; (w * h) as usize];
@@ -67,7 +72,11 @@ fn shards_are_bit_exact_against_an_independent_reading() {
     let tree = sb.path("tree");
     synth(&tree, 12, 3, &["--odd-sizes", "--hu16"]);
     let data = sb.path("data");
-    prepare(&tree, &data, &["--shard-rows", "50", "--row-group-rows", "8"]);
+    prepare(
+        &tree,
+        &data,
+        &["--shard-rows", "50", "--row-group-rows", "8"],
+    );
     let rows = read_shards(&data);
     let expected = recompute(&tree);
     let non_empty: Vec<&String> = expected
@@ -81,7 +90,10 @@ fn shards_are_bit_exact_against_an_independent_reading() {
     let mut saw = (false, false);
     for r in &rows {
         let (bits, (w, h), pixels, raters) = &expected[&r.slice_id];
-        assert_eq!((r.source_bits, r.width, r.height), (*bits, *w as i32, *h as i32));
+        assert_eq!(
+            (r.source_bits, r.width, r.height),
+            (*bits, *w as i32, *h as i32)
+        );
         assert_eq!(&r.image, pixels, "{}", r.slice_id);
         assert_eq!(&r.rater_bits, raters, "{}", r.slice_id);
         let union: Vec<u8> = raters.iter().map(|&b| u8::from(b != 0)).collect();
@@ -90,9 +102,15 @@ fn shards_are_bit_exact_against_an_independent_reading() {
         saw.0 |= r.source_bits == 16;
         saw.1 |= r.width != 128 || r.height != 128;
     }
-    assert!(saw.0 && saw.1, "the tree must exercise 16-bit and odd sizes: {saw:?}");
+    assert!(
+        saw.0 && saw.1,
+        "the tree must exercise 16-bit and odd sizes: {saw:?}"
+    );
     let ids: Vec<String> = rows.iter().map(|r| r.slice_id.clone()).collect();
-    assert_eq!(strings(&data.join("manifest.parquet"), "manifest", "slice_id"), ids);
+    assert_eq!(
+        strings(&data.join("manifest.parquet"), "manifest", "slice_id"),
+        ids
+    );
 }
 
 #[test]
@@ -130,7 +148,12 @@ fn small_and_large_slices_keep_their_native_size() {
     let tree = sb.path("tree");
     for (name, w, h) in [("slice-0.png", 90u32, 100u32), ("slice-1.png", 160, 200)] {
         let n = (w * h) as usize;
-        write_gray8(&tree.join("P1/nodule-1/images").join(name), w, h, vec![7; n]);
+        write_gray8(
+            &tree.join("P1/nodule-1/images").join(name),
+            w,
+            h,
+            vec![7; n],
+        );
         let mut m = vec![0u8; n];
         m[n / 2] = 255;
         write_gray8(&tree.join("P1/nodule-1/mask-2").join(name), w, h, m);
@@ -139,7 +162,9 @@ fn small_and_large_slices_keep_their_native_size() {
     let rows = read_shards(&sb.path("data"));
     let sizes: Vec<(i32, i32)> = rows.iter().map(|r| (r.height, r.width)).collect();
     assert_eq!(sizes, vec![(100, 90), (200, 160)]);
-    assert!(rows.iter().all(|r| r.image.len() == (r.height * r.width) as usize));
+    assert!(rows
+        .iter()
+        .all(|r| r.image.len() == (r.height * r.width) as usize));
     // The notebook's behaviour (drop slices smaller than its 128 patch) is an explicit option.
     prepare(&tree, &sb.path("compat"), &["--min-size", "128"]);
     assert_eq!(read_shards(&sb.path("compat")).len(), 1);
@@ -160,13 +185,23 @@ fn every_bad_input_is_rejected_with_its_code_and_good_slices_survive() {
     good("P3/nodule-1");
     // truncated image and garbage image
     let png = std::fs::read(tree.join("P1/nodule-1/images/s-1.png")).unwrap();
-    std::fs::write(tree.join("P1/nodule-1/images/s-2.png"), &png[..png.len() / 2]).unwrap();
+    std::fs::write(
+        tree.join("P1/nodule-1/images/s-2.png"),
+        &png[..png.len() / 2],
+    )
+    .unwrap();
     std::fs::write(tree.join("P1/nodule-1/images/s-3.png"), b"garbage").unwrap();
     // a garbage mask next to a good rater: the slice is kept with the good rater
     good("P4/nodule-1");
+    std::fs::create_dir_all(tree.join("P4/nodule-1/mask-1")).unwrap();
     std::fs::write(tree.join("P4/nodule-1/mask-1/s-1.png"), b"junk").unwrap();
     // mask size mismatch
-    write_gray8(&tree.join("P2/nodule-1/mask-2/s-1.png"), 4, 4, vec![255; 16]);
+    write_gray8(
+        &tree.join("P2/nodule-1/mask-2/s-1.png"),
+        4,
+        4,
+        vec![255; 16],
+    );
     // nodule folder without images/
     std::fs::create_dir_all(tree.join("P2/nodule-2/mask-0")).unwrap();
     // a file where a folder belongs (patient level, and images/ as a file)
@@ -209,6 +244,7 @@ fn every_bad_input_is_rejected_with_its_code_and_good_slices_survive() {
         ("P2/nodule-1/mask-2/s-1.png", "mask_size_mismatch"),
         ("P2/nodule-2", "no_images_dir"),
         ("P3/loop", "symlink_loop"),
+        ("P3/nodule-1/up", "symlink_loop"),
         ("P3/nodule-2/images", "not_a_directory"),
         ("P4/nodule-1/mask-1/s-1.png", "png_decode"),
         ("not-a-patient.dcm", "not_a_directory"),
@@ -218,7 +254,11 @@ fn every_bad_input_is_rejected_with_its_code_and_good_slices_survive() {
     .collect();
     assert_eq!(rejects, want);
     let patients: Vec<Option<String>> = read_rejects(&data).into_iter().map(|r| r.2).collect();
-    assert_eq!(patients.iter().filter(|p| p.is_none()).count(), 1, "only the root-level file lacks a patient");
+    assert_eq!(
+        patients.iter().filter(|p| p.is_none()).count(),
+        1,
+        "only the root-level file lacks a patient"
+    );
     let kept: Vec<String> = read_shards(&data).into_iter().map(|r| r.slice_id).collect();
     assert_eq!(
         kept,
@@ -232,7 +272,7 @@ fn every_bad_input_is_rejected_with_its_code_and_good_slices_survive() {
     );
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data.join("prepare.json")).unwrap()).unwrap();
-    assert_eq!(record["counts"]["files_ignored"], 4, "{record}");
+    assert_eq!(record["counts"]["files_ignored"], 3, "{record}");
     assert_eq!(record["counts"]["slices_rejected"], 2);
     assert!(run.stderr.is_empty() || !run.stderr.contains("panicked"));
 }
@@ -242,8 +282,16 @@ fn thread_count_does_not_change_the_output() {
     let sb = Sandbox::new();
     let tree = sb.path("tree");
     synth(&tree, 10, 11, &["--odd-sizes"]);
-    prepare(&tree, &sb.path("one"), &["--threads", "1", "--shard-rows", "30"]);
-    prepare(&tree, &sb.path("two"), &["--threads", "2", "--shard-rows", "30"]);
+    prepare(
+        &tree,
+        &sb.path("one"),
+        &["--threads", "1", "--shard-rows", "30"],
+    );
+    prepare(
+        &tree,
+        &sb.path("two"),
+        &["--threads", "2", "--shard-rows", "30"],
+    );
     let strip = |mut files: Vec<(String, Vec<u8>)>| {
         files.retain(|(name, _)| name != "prepare.json");
         files
@@ -254,7 +302,10 @@ fn thread_count_does_not_change_the_output() {
         one.iter().map(|f| &f.0).collect::<Vec<_>>(),
         two.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
-    assert!(one == two, "shards and tables must be byte-identical across thread counts");
+    assert!(
+        one == two,
+        "shards and tables must be byte-identical across thread counts"
+    );
 }
 
 #[test]
@@ -266,7 +317,15 @@ fn a_killed_prepare_is_detected_and_rebuilt_identically() {
     prepare(&tree, &clean, &["--shard-rows", "8", "--threads", "1"]);
     let data = sb.path("data");
     let mut child = std::process::Command::new(bin())
-        .args(["-q", "prepare", "--shard-rows", "8", "--threads", "1", "--input"])
+        .args([
+            "-q",
+            "prepare",
+            "--shard-rows",
+            "8",
+            "--threads",
+            "1",
+            "--input",
+        ])
         .arg(&tree)
         .arg("--out")
         .arg(&data)
@@ -318,7 +377,8 @@ fn rerun_does_nothing_and_changed_settings_need_overwrite() {
 #[test]
 fn bad_arguments_and_missing_input_exit_2_with_one_line() {
     let sb = Sandbox::new();
-    let bad = lungseg(["prepare", "--input", "x", "--out", "y", "--threads", "many"]).expect_code(2);
+    let bad =
+        lungseg(["prepare", "--input", "x", "--out", "y", "--threads", "many"]).expect_code(2);
     assert_eq!(bad.stderr.trim().lines().count(), 1, "{}", bad.stderr);
     let missing = lungseg([
         "prepare".as_ref(),
@@ -328,7 +388,12 @@ fn bad_arguments_and_missing_input_exit_2_with_one_line() {
         sb.path("out").as_os_str(),
     ])
     .expect_code(2);
-    assert_eq!(missing.stderr.trim().lines().count(), 1, "{}", missing.stderr);
+    assert_eq!(
+        missing.stderr.trim().lines().count(),
+        1,
+        "{}",
+        missing.stderr
+    );
     assert!(missing.stderr.contains("nope"), "{}", missing.stderr);
     let inside = lungseg([
         "prepare".as_ref(),
@@ -338,7 +403,11 @@ fn bad_arguments_and_missing_input_exit_2_with_one_line() {
         sb.path("out").as_os_str(),
     ])
     .expect_code(2);
-    assert!(inside.stderr.contains("inside the input tree"), "{}", inside.stderr);
+    assert!(
+        inside.stderr.contains("inside the input tree"),
+        "{}",
+        inside.stderr
+    );
 }
 
 #[test]
@@ -348,7 +417,12 @@ fn empty_slices_are_counted_and_kept_only_on_request() {
     write_gray8(&tree.join("P/n/images/a-1.png"), 4, 4, vec![1; 16]);
     write_gray8(&tree.join("P/n/mask-0/a-1.png"), 4, 4, vec![0; 16]);
     write_gray8(&tree.join("P/n/images/a-2.png"), 4, 4, vec![1; 16]);
-    write_rgb8(&tree.join("P/n/mask-3/a-2.png"), 4, 4, [255, 0, 0].repeat(16));
+    write_rgb8(
+        &tree.join("P/n/mask-3/a-2.png"),
+        4,
+        4,
+        [255, 0, 0].repeat(16),
+    );
     prepare(&tree, &sb.path("d1"), &[]);
     let rows = read_shards(&sb.path("d1"));
     assert_eq!(rows.len(), 1);
@@ -373,7 +447,13 @@ fn python_polars_and_pyarrow_read_every_table() {
     std::fs::write(tree.join("stray.bin"), b"x").unwrap();
     let data = sb.path("data");
     prepare(&tree, &data, &[]);
-    lungseg(["-q".as_ref(), "split".as_ref(), "--data".as_ref(), data.as_os_str()]).ok();
+    lungseg([
+        "-q".as_ref(),
+        "split".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ])
+    .ok();
     let out = python_script("check_tables.py", &[&data]);
     for table in ["slices", "manifest", "rejects", "split", "slice_index"] {
         assert!(out.contains(&format!("ok {table}")), "{out}");

@@ -41,17 +41,30 @@ fn split_is_patient_level_deterministic_and_near_target() {
     let slices = strings(&data.join("manifest.parquet"), "manifest", "slice_id").len();
     let val_slices = strings(&data.join("val.parquet"), "slice_index", "slice_id").len();
     let slice_ratio = val_slices as f64 / slices as f64;
-    assert!((slice_ratio - 0.2).abs() <= 0.08, "slice ratio {slice_ratio}");
+    assert!(
+        (slice_ratio - 0.2).abs() <= 0.08,
+        "slice ratio {slice_ratio}"
+    );
 
     let before = tree_bytes(&data);
     split(&data, &["--overwrite"]).ok();
     let after = tree_bytes(&data);
     let tables = |f: &Vec<(String, Vec<u8>)>| {
-        f.iter().filter(|(n, _)| n.ends_with(".parquet")).cloned().collect::<Vec<_>>()
+        f.iter()
+            .filter(|(n, _)| n.ends_with(".parquet"))
+            .cloned()
+            .collect::<Vec<_>>()
     };
-    assert!(tables(&before) == tables(&after), "same manifest and seed, same tables");
+    assert!(
+        tables(&before) == tables(&after),
+        "same manifest and seed, same tables"
+    );
     let skipped = split(&data, &[]).ok();
-    assert!(skipped.stdout.contains("already done"), "{}", skipped.stdout);
+    assert!(
+        skipped.stdout.contains("already done"),
+        "{}",
+        skipped.stdout
+    );
 }
 
 #[test]
@@ -85,7 +98,10 @@ fn folds_cover_every_patient_once() {
         let ids = lungseg::table::column::<arrow_array::StringArray>(b, "patient_id", &p).unwrap();
         let folds = lungseg::table::column::<arrow_array::Int32Array>(b, "fold", &p).unwrap();
         for r in 0..b.num_rows() {
-            assert!(seen.insert(ids.value(r).to_string()), "patient listed twice");
+            assert!(
+                seen.insert(ids.value(r).to_string()),
+                "patient listed twice"
+            );
             per_fold[folds.value(r) as usize] += 1;
         }
     }
@@ -97,7 +113,12 @@ fn folds_cover_every_patient_once() {
 fn bad_data_dirs_and_degenerate_manifests_are_clear_errors() {
     let sb = Sandbox::new();
     let missing = split(&sb.path("nope"), &[]).expect_code(2);
-    assert_eq!(missing.stderr.trim().lines().count(), 1, "{}", missing.stderr);
+    assert_eq!(
+        missing.stderr.trim().lines().count(),
+        1,
+        "{}",
+        missing.stderr
+    );
     assert!(missing.stderr.contains("prepare"), "{}", missing.stderr);
 
     // one patient: refused unless --val-ratio 0
@@ -117,9 +138,17 @@ fn bad_data_dirs_and_degenerate_manifests_are_clear_errors() {
     assert!(zero.stderr.contains("no slices"), "{}", zero.stderr);
 
     // a manifest that breaks its schema
-    std::fs::copy(sb.path("d1/rejects.parquet"), sb.path("d1/manifest.parquet")).unwrap();
+    std::fs::copy(
+        sb.path("d1/rejects.parquet"),
+        sb.path("d1/manifest.parquet"),
+    )
+    .unwrap();
     let broken = split(&sb.path("d1"), &["--overwrite"]).expect_code(2);
-    assert!(broken.stderr.contains("manifest.parquet"), "{}", broken.stderr);
+    assert!(
+        broken.stderr.contains("manifest.parquet"),
+        "{}",
+        broken.stderr
+    );
     assert_eq!(broken.stderr.trim().lines().count(), 1, "{}", broken.stderr);
 }
 
@@ -131,8 +160,15 @@ fn rust_polars_reads_every_table() {
     prepare(&sb.path("t"), &sb.path("d"), &[]);
     split(&sb.path("d"), &[]).ok();
     let d = sb.path("d");
-    for name in ["manifest.parquet", "rejects.parquet", "split.parquet", "train.parquet", "val.parquet", "shards/slices-00000.parquet"] {
-        let path = PlPath::new(d.join(name).to_str().unwrap());
+    for name in [
+        "manifest.parquet",
+        "rejects.parquet",
+        "split.parquet",
+        "train.parquet",
+        "val.parquet",
+        "shards/slices-00000.parquet",
+    ] {
+        let path = PlRefPath::try_from_path(&d.join(name)).unwrap();
         let df = LazyFrame::scan_parquet(path, ScanArgsParquet::default())
             .unwrap()
             .collect()
@@ -140,11 +176,14 @@ fn rust_polars_reads_every_table() {
         assert!(df.width() >= 4, "{name}");
     }
     // a polars query people run: slices and nodule pixels per split
-    let path = PlPath::new(d.join("split.parquet").to_str().unwrap());
+    let path = PlRefPath::try_from_path(&d.join("split.parquet")).unwrap();
     let per_split = LazyFrame::scan_parquet(path, ScanArgsParquet::default())
         .unwrap()
         .group_by([col("split")])
-        .agg([col("slices").sum(), col("patient_id").count().alias("patients")])
+        .agg([
+            col("slices").sum(),
+            col("patient_id").count().alias("patients"),
+        ])
         .sort(["split"], SortMultipleOptions::default())
         .collect()
         .unwrap();

@@ -1,0 +1,180 @@
+//! Micro-benchmarks behind `make bench`: the U-Net train step and the shard stream, timed in
+//! the same build the CLI uses. Prints one JSON object per run.
+
+use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use clap::{Parser, Subcommand};
+use lungseg::layout::DataDir;
+use lungseg::model::{UNet, UNetConfig};
+use lungseg::rng::SplitMix64;
+use lungseg::train::batcher::{Batcher, PatchBatch};
+use lungseg::train::fusion::RaterFusion;
+use lungseg::train::loader::{ShardStream, SliceIndex, StreamOptions};
+use lungseg::train::loss::LossKind;
+use lungseg::train::optim::{Adam, AdamParams};
+use lungseg::train::patch::PatchSampler;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "lungseg micro-benchmarks (JSON on stdout)")]
+struct Cli {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Forward + backward + Adam step of the U-Net on random patches.
+    TrainStep {
+        #[arg(long, default_value_t = 64)]
+        base: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Forward only, in evaluation mode.
+        #[arg(long)]
+        forward_only: bool,
+    },
+    /// Shards → device-ready patch batches, no model.
+    Stream {
+        #[arg(long)]
+        data: std::path::PathBuf,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        epochs: u64,
+    },
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn train_step(
+    base: usize,
+    batch: usize,
+    size: usize,
+    steps: usize,
+    warmup: usize,
+    device: &str,
+    forward_only: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let spec: lungseg::train::device::DeviceSpec = device.parse().map_err(anyhow::Error::msg)?;
+    let dev = lungseg::train::device::open(spec)?;
+    let vm = VarMap::new();
+    let model = UNet::new(
+        &UNetConfig {
+            base_channels: base,
+        },
+        VarBuilder::from_varmap(&vm, DType::F32, &dev),
+    )?;
+    lungseg::train::init::init_like_pytorch(&vm, 0)?;
+    let vars: Vec<(String, candle_core::Var)> = {
+        let map = vm.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let mut v: Vec<_> = map
+            .iter()
+            .filter(|(n, _)| !lungseg::model::is_running_stat(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let mut opt = Adam::new(vars, AdamParams::default())?;
+    let mut rng = SplitMix64::new(0);
+    let n = batch * size * size;
+    let x: Vec<f32> = (0..n).map(|_| rng.next_f64() as f32).collect();
+    let y: Vec<f32> = (0..n)
+        .map(|i| f32::from(u8::from((i % size) < size / 8)))
+        .collect();
+    let x = Tensor::from_vec(x, (batch, 1, size, size), &dev)?;
+    let y = Tensor::from_vec(y, (batch, 1, size, size), &dev)?;
+    let mut times = Vec::new();
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        if forward_only {
+            let p = model.forward_t(&x, false)?;
+            p.sum_all()?.to_scalar::<f32>()?;
+        } else {
+            let logits = model.forward_t(&x, true)?;
+            let loss = LossKind::Dice.compute(&logits, &y)?;
+            opt.backward_step(&loss)?;
+            loss.to_scalar::<f32>()?;
+        }
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let s = median(times);
+    Ok(serde_json::json!({
+        "framework": "candle", "device": lungseg::train::device::describe(&dev),
+        "threads": rayon::current_num_threads(), "batch": batch, "size": size, "base": base,
+        "seconds_per_step": s, "patches_per_s": batch as f64 / s, "steps": steps,
+        "mode": if forward_only { "forward-only" } else { "train-step" },
+    }))
+}
+
+fn stream(data: &std::path::Path, batch: usize, epochs: u64) -> anyhow::Result<serde_json::Value> {
+    let dir = DataDir::new(data);
+    let index = SliceIndex::read(&dir.train_index())?;
+    let sampler = PatchSampler {
+        patch: 128,
+        fg_crop: 0.5,
+        flips: true,
+    };
+    let t = Instant::now();
+    let mut patches = 0usize;
+    for epoch in 0..epochs {
+        let options = StreamOptions::training(RaterFusion::Union, 1, epoch);
+        let s = ShardStream::open(&dir, &index, &options)?;
+        let mut rng = SplitMix64::new(epoch);
+        for b in Batcher::new(s).batch_size(batch) {
+            let b = PatchBatch::from_samples(&b?, &sampler, &mut rng);
+            let (x, _y) = b.to_tensors(&Device::Cpu)?;
+            patches += x.dims()[0];
+        }
+    }
+    let s = t.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "what": "stream", "patches": patches, "seconds": s, "patches_per_s": patches as f64 / s,
+        "slices_in_index": index.len(), "epochs": epochs,
+    }))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.what {
+        What::TrainStep {
+            base,
+            batch,
+            size,
+            steps,
+            warmup,
+            device,
+            forward_only,
+        } => train_step(base, batch, size, steps, warmup, &device, forward_only),
+        What::Stream {
+            data,
+            batch,
+            epochs,
+        } => stream(&data, batch, epochs),
+    };
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
