@@ -3,3 +3,4 @@
 mod common;
 mod prepare;
 mod split;
+mod train;
