@@ -127,4 +127,45 @@ mod tests {
             assert_eq!(e.exit_code(), 2);
         }
     }
+
+    /// On a CUDA build with a GPU: the U-Net's forward pass and one training step's loss agree
+    /// with the CPU within float tolerance. Skips (passes) when no GPU is present.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_matches_cpu_forward_and_step() {
+        use crate::model::{UNet, UNetConfig};
+        use crate::train::loss::LossKind;
+        use candle_core::{DType, ModuleT, Tensor};
+        use candle_nn::{VarBuilder, VarMap};
+        let Ok(gpu) = Device::new_cuda(0) else {
+            eprintln!("no CUDA device; skipping");
+            return;
+        };
+        let run = |device: &Device| -> (Vec<f32>, f32) {
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
+            let model = UNet::new(&UNetConfig { base_channels: 4 }, vb).unwrap();
+            crate::train::init::init_like_pytorch(&vm, 3).unwrap();
+            let x: Vec<f32> = (0..2 * 32 * 32).map(|i| ((i * 7919) % 101) as f32 / 101.0).collect();
+            let y: Vec<f32> = (0..2 * 32 * 32).map(|i| f32::from(u8::from(i % 32 < 8))).collect();
+            let x = Tensor::from_vec(x, (2, 1, 32, 32), device).unwrap();
+            let y = Tensor::from_vec(y, (2, 1, 32, 32), device).unwrap();
+            let logits = model.forward_t(&x, true).unwrap();
+            let loss = LossKind::Dice.compute(&logits, &y).unwrap();
+            let probs = candle_nn::ops::sigmoid(&model.forward_t(&x, false).unwrap()).unwrap();
+            (
+                probs.flatten_all().unwrap().to_vec1().unwrap(),
+                loss.to_scalar().unwrap(),
+            )
+        };
+        let (p_cpu, l_cpu) = run(&Device::Cpu);
+        let (p_gpu, l_gpu) = run(&gpu);
+        assert!((l_cpu - l_gpu).abs() < 1e-4, "{l_cpu} vs {l_gpu}");
+        let worst = p_cpu
+            .iter()
+            .zip(&p_gpu)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "max |cpu - gpu| = {worst}");
+    }
 }

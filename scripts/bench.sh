@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# `make bench`: measures lungseg against the notebook's own code on this machine, in one run,
+# and rewrites BENCHMARKS.md. Not a test: it takes 10-20 minutes on 2 cores.
+#
+#   prepare throughput  lungseg prepare vs scripts/seed_loader.py (the notebook's cv2+numpy
+#                       loader loop) on the same >= 2,000-slice synthetic tree
+#   prepare memory      peak RSS of prepare at ~2k and ~20k slices
+#   train step          lungseg-bench train-step vs scripts/torch_baseline.py (the notebook's
+#                       model and loss in PyTorch), same threads, batch 8, 128x128
+#   stream              shards -> device-ready patch batches, no model
+#   train memory        peak RSS of `lungseg train` at 1x and 10x the data
+#
+# Knobs: BENCH_DIR (scratch, default /tmp/lungseg-bench), BENCH_THREADS (default: all cores),
+# BENCH_SKIP_TORCH=1 (no PyTorch baseline), BENCH_SMALL=1 (quick smoke run, small trees).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lungseg-target}
+cargo build --bins --quiet
+BIN=$CARGO_TARGET_DIR/debug/lungseg
+BENCH=$CARGO_TARGET_DIR/debug/lungseg-bench
+WORK=${BENCH_DIR:-/tmp/lungseg-bench}
+THREADS=${BENCH_THREADS:-$(nproc)}
+export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
+WITH_CV2=1 bash scripts/ensure-python-deps.sh
+if [ "${BENCH_SKIP_TORCH:-0}" != 1 ]; then bash scripts/ensure-torch.sh >/dev/null; fi
+if [ "${BENCH_SMALL:-0}" = 1 ]; then P1=12; P10=40; STEPS=1; else P1=125; P10=1250; STEPS=3; fi
+mkdir -p "$WORK"
+LOG=$WORK/results.jsonl
+: > "$LOG"
+
+# time_json NAME CMD...: runs CMD under /usr/bin/time, appends {name, wall_s, max_rss_mb}.
+time_json() {
+  local name=$1; shift
+  /usr/bin/time -f '%e %M' -o "$WORK/time.txt" "$@" > "$WORK/$name.out" 2> "$WORK/$name.err"
+  read -r wall rss < "$WORK/time.txt"
+  python3 - "$name" "$wall" "$rss" "$WORK/$name.out" >> "$LOG" <<'PY'
+import json, sys
+name, wall, rss, out = sys.argv[1:]
+rec = {"name": name, "wall_s": float(wall), "max_rss_mb": int(rss) / 1024}
+try:
+    rec["stdout"] = json.loads(open(out).read().strip().splitlines()[-1])
+except Exception:
+    rec["stdout"] = open(out).read().strip().splitlines()[-1:]
+print(json.dumps(rec))
+PY
+}
+
+echo "bench: synthetic trees ($P1 and $P10 patients)" >&2
+for n in $P1 $P10; do
+  [ -d "$WORK/tree-$n" ] || "$BIN" -q synth --out "$WORK/tree-$n" --patients "$n" --seed 17
+done
+rm -rf "$WORK/data-$P1" "$WORK/data-$P10"
+
+echo "bench: prepare vs the notebook loader" >&2
+sync; cat "$WORK"/tree-$P1/*/*/images/*.png > /dev/null  # same warm page cache for both
+time_json seed_loader python3 scripts/seed_loader.py "$WORK/tree-$P1"
+time_json prepare_1x "$BIN" -q prepare --input "$WORK/tree-$P1" --out "$WORK/data-$P1" --threads "$THREADS"
+time_json prepare_10x "$BIN" -q prepare --input "$WORK/tree-$P10" --out "$WORK/data-$P10" --threads "$THREADS"
+"$BIN" -q split --data "$WORK/data-$P1"
+"$BIN" -q split --data "$WORK/data-$P10"
+
+echo "bench: stream" >&2
+time_json stream "$BENCH" stream --data "$WORK/data-$P1" --epochs 3
+
+echo "bench: train step (batch 8, 128x128, $THREADS threads)" >&2
+for base in 8 64; do
+  time_json "candle_step_b$base" "$BENCH" train-step --base $base --steps $STEPS
+  time_json "candle_fwd_b$base" "$BENCH" train-step --base $base --steps $STEPS --forward-only
+  if [ "${BENCH_SKIP_TORCH:-0}" != 1 ]; then
+    time_json "torch_step_b$base" python3 scripts/torch_baseline.py --threads "$THREADS" --base $base --steps $STEPS
+    time_json "torch_fwd_b$base" python3 scripts/torch_baseline.py --threads "$THREADS" --base $base --steps $STEPS --forward-only
+  fi
+done
+
+echo "bench: train memory at 1x and 10x" >&2
+for n in $P1 $P10; do
+  rm -rf "$WORK/run-$n"
+  time_json "train_rss_$n" "$BIN" -q train --data "$WORK/data-$n" --run "$WORK/run-$n" --device cpu \
+    --base-channels 8 --max-epochs 1 --max-steps-per-epoch 20 --val-batch-size 8
+done
+
+python3 scripts/bench_report.py "$LOG" "$THREADS" > BENCHMARKS.md
+echo "bench: wrote BENCHMARKS.md" >&2
