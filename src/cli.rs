@@ -173,8 +173,8 @@ pub struct TrainArgs {
     /// The run directory (config.json, epochs.parquet, best/last checkpoints).
     #[arg(long, value_name = "RUN_DIR")]
     pub run: PathBuf,
-    /// auto (cuda, then metal, then cpu), cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    /// auto (cuda, then metal, then cpu), cpu, cuda, cuda:N or metal. The last one given wins.
+    #[arg(long, default_value = "auto", value_parser = parse_device, overrides_with = "device")]
     pub device: DeviceSpec,
     /// A TOML file replacing pipeline/train.toml's defaults.
     #[arg(long, value_name = "FILE")]

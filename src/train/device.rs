@@ -146,8 +146,12 @@ mod tests {
             let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
             let model = UNet::new(&UNetConfig { base_channels: 4 }, vb).unwrap();
             crate::train::init::init_like_pytorch(&vm, 3).unwrap();
-            let x: Vec<f32> = (0..2 * 32 * 32).map(|i| ((i * 7919) % 101) as f32 / 101.0).collect();
-            let y: Vec<f32> = (0..2 * 32 * 32).map(|i| f32::from(u8::from(i % 32 < 8))).collect();
+            let x: Vec<f32> = (0..2 * 32 * 32)
+                .map(|i| ((i * 7919) % 101) as f32 / 101.0)
+                .collect();
+            let y: Vec<f32> = (0..2 * 32 * 32)
+                .map(|i| f32::from(u8::from(i % 32 < 8)))
+                .collect();
             let x = Tensor::from_vec(x, (2, 1, 32, 32), device).unwrap();
             let y = Tensor::from_vec(y, (2, 1, 32, 32), device).unwrap();
             let logits = model.forward_t(&x, true).unwrap();
