@@ -38,7 +38,7 @@ pub enum Command {
     /// Split a prepared data directory into train and val by patient, deterministically.
     Split(SplitArgs),
     /// Train the U-Net on the split, stopping early on a recall-first validation score.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
 }
 
 /// `lungseg synth`.

@@ -48,16 +48,13 @@ pub struct SliceOutcome {
     pub colour_files: usize,
 }
 
-fn read_plane(path: &Path, relative: &str, job: &SliceJob) -> Result<GrayPlane, Reject> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Reject::new(relative, job.place(), RejectReason::IoError, e.to_string()))?;
-    decode_png(&bytes).map_err(|f| {
-        let (reason, detail) = match f {
-            DecodeFailure::Corrupt(m) => (RejectReason::PngDecode, m),
-            DecodeFailure::Unsupported(m) => (RejectReason::UnsupportedPixelFormat, m),
-            DecodeFailure::Empty => (RejectReason::EmptyImage, "zero width or height".into()),
-        };
-        Reject::new(relative, job.place(), reason, detail)
+/// Reads and decodes one PNG, or says why it is unusable.
+fn read_plane(path: &Path) -> Result<GrayPlane, (RejectReason, String)> {
+    let bytes = std::fs::read(path).map_err(|e| (RejectReason::IoError, e.to_string()))?;
+    decode_png(&bytes).map_err(|f| match f {
+        DecodeFailure::Corrupt(m) => (RejectReason::PngDecode, m),
+        DecodeFailure::Unsupported(m) => (RejectReason::UnsupportedPixelFormat, m),
+        DecodeFailure::Empty => (RejectReason::EmptyImage, "zero width or height".into()),
     })
 }
 
@@ -79,10 +76,11 @@ pub fn process(job: &SliceJob, rules: &IntensityRules) -> SliceOutcome {
         rejects: Vec::new(),
         colour_files: 0,
     };
-    let plane = match read_plane(&job.image, &job.relative, job) {
+    let plane = match read_plane(&job.image) {
         Ok(p) => p,
-        Err(r) => {
-            out.rejects.push(r);
+        Err((reason, detail)) => {
+            out.rejects
+                .push(Reject::new(&job.relative, job.place(), reason, detail));
             return out;
         }
     };
@@ -93,10 +91,11 @@ pub fn process(job: &SliceJob, rules: &IntensityRules) -> SliceOutcome {
     for (k, mask_path) in job.masks.iter().enumerate().take(RATERS) {
         let Some(mask_path) = mask_path else { continue };
         let rel = mask_relative(job, k);
-        let mask = match read_plane(mask_path, &rel, job) {
+        let mask = match read_plane(mask_path) {
             Ok(m) => m,
-            Err(r) => {
-                out.rejects.push(r);
+            Err((reason, detail)) => {
+                out.rejects
+                    .push(Reject::new(rel, job.place(), reason, detail));
                 continue;
             }
         };

@@ -5,8 +5,11 @@ use pretty_assertions::assert_eq;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The test's own reading of a tree: slice id → (bits, size, image in [0,1], rater bits).
-fn recompute(root: &Path) -> BTreeMap<String, (i32, (u32, u32), Vec<f32>, Vec<u8>)> {
+/// The test's own reading of one slice: (bits, (width, height), image in [0,1], rater bits).
+type Expected = (i32, (u32, u32), Vec<f32>, Vec<u8>);
+
+/// The test's own reading of a tree, by slice id.
+fn recompute(root: &Path) -> BTreeMap<String, Expected> {
     let mut out = BTreeMap::new();
     for patient in std::fs::read_dir(root).unwrap() {
         let patient = patient.unwrap().path();
