@@ -39,6 +39,29 @@ pub enum Command {
     Split(SplitArgs),
     /// Train the U-Net on the split, stopping early on a recall-first validation score.
     Train(Box<TrainArgs>),
+    /// Summarise every run under a folder: report.md, learning curves, recall-precision curves.
+    Report(ReportArgs),
+}
+
+/// `lungseg report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Folder holding run directories (each with epochs.parquet, maybe eval/).
+    #[arg(long, value_name = "DIR")]
+    pub runs: PathBuf,
+    /// Where report.md and the charts go [default: RUNS/report].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl ReportArgs {
+    /// The validated config.
+    pub fn resolve(&self) -> crate::report::ReportConfig {
+        crate::report::ReportConfig {
+            runs: self.runs.clone(),
+            out: self.out.clone().unwrap_or_else(|| self.runs.join("report")),
+        }
+    }
 }
 
 /// `lungseg synth`.

@@ -11,6 +11,7 @@ pub mod layout;
 pub mod model;
 pub mod prepare;
 pub mod progress;
+pub mod report;
 pub mod rng;
 pub mod schema;
 pub mod split;

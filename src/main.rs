@@ -68,6 +68,10 @@ fn run(cli: &Cli) -> Result<(), lungseg::Error> {
             }
             println!("{}", report.summary());
         }
+        Command::Report(args) => {
+            let report = lungseg::report::run(&args.resolve())?;
+            println!("{}", report.summary());
+        }
         Command::Train(args) => {
             let cfg = args.resolve(cli.quiet)?;
             install_interrupt_handler();

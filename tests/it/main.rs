@@ -2,5 +2,6 @@
 
 mod common;
 mod prepare;
+mod report;
 mod split;
 mod train;
