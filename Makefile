@@ -36,8 +36,8 @@ demo: build
 	@if [ -z "$(LIDC_ROOT)" ]; then $(MAKE) --no-print-directory synth; fi
 	$(MAKE) --no-print-directory prepare split
 	$(MAKE) --no-print-directory train TRAIN_ARGS="$(DEMO_TRAIN_ARGS)" FEATURES= DEVICE=cpu
-	@echo "demo: done. Tables: $(DATA)/*.parquet, $(RUN)/epochs.parquet; checkpoints in $(RUN)."
-	@echo "demo: eval, predict and report are not built yet."
+	$(MAKE) --no-print-directory report
+	@echo "demo: done. Tables: $(DATA)/*.parquet, $(RUN)/epochs.parquet; report: $(RUNS)/report/report.md"
 
 synth: build
 	$(BIN) synth --out $(SYNTH_ROOT) --patients $(SYNTH_PATIENTS) --seed 7
@@ -55,8 +55,9 @@ train:
 eval:
 	@echo "eval: not built yet" >&2; exit 1
 
-report:
-	@echo "report: not built yet" >&2; exit 1
+RUNS ?= $(patsubst %/,%,$(dir $(RUN)))
+report: build
+	$(BIN) report --runs $(RUNS)
 
 ## Python readers used by the interoperability tests (polars, pyarrow, numpy).
 python-deps:

@@ -7,17 +7,26 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// Writer properties shared by every table: zstd level 3, statistics on.
-pub fn writer_properties(row_group_rows: usize) -> WriterProperties {
-    WriterProperties::builder()
+/// Writer properties shared by every table: zstd level 3, statistics on. Binary (pixel) columns
+/// skip dictionary encoding and statistics: every value is unique and min/max of pixel blobs
+/// helps no reader.
+pub fn writer_properties(row_group_rows: usize, spec: &TableSpec) -> WriterProperties {
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-        .set_created_by(format!("lungseg {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_created_by(format!("lungseg {}", env!("CARGO_PKG_VERSION")));
+    for c in spec.columns.iter().filter(|c| c.data_type == "Binary") {
+        let path = ColumnPath::from(c.name.as_str());
+        b = b
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    b.build()
 }
 
 /// A Parquet table being written under a temporary name; [`TableWriter::finish`] renames it
@@ -38,7 +47,7 @@ impl TableWriter {
         let inner = ArrowWriter::try_new(
             file,
             spec.arrow_schema(),
-            Some(writer_properties(row_group_rows)),
+            Some(writer_properties(row_group_rows, &spec)),
         )
         .map_err(|e| Error::parquet(&tmp, e))?;
         Ok(Self {

@@ -325,8 +325,9 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
             }
             counts.slices_kept += 1;
             counts.slices_16bit += usize::from(record.source_bits == 16);
-            let position = shards.push(record.clone())?;
-            manifest.push(ManifestRow::new(&record, position));
+            let mut row = ManifestRow::new(&record, Default::default());
+            row.position = shards.push(record)?;
+            manifest.push(row);
         }
         bar.inc(batch.len() as u64);
     }

@@ -10,7 +10,7 @@ use arrow_array::{ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray};
 use std::sync::Arc;
 
 /// Where a record was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardPosition {
     /// Shard file name.
     pub shard: String,
