@@ -10,7 +10,8 @@
 //!
 //! which candle runs through its tiled im2col + gemm kernel. [`conv2d_fast_backward`] wraps
 //! candle's own `conv2d` forward in a [`CustomOp2`] whose backward does exactly that, and computes
-//! the weight gradient as one im2col matrix product (or, selectable, the way candle does). The
+//! the weight gradient with one gemm per kernel tap on shifted views of the padded input
+//! ([`GradWeight::ShiftGemm`]; candle's formula and an explicit im2col product are selectable). The
 //! bias is not part of the op: add it outside as a broadcast, whose gradient candle already
 //! computes as a sum over `(B, H, W)`.
 //!
@@ -34,15 +35,20 @@ pub enum ConvImpl {
     FastBackward,
 }
 
-/// How the weight gradient is computed.
+/// How the weight gradient is computed. Measured on a `B=8, 96→32, 128², k=3` layer at 2
+/// threads: candle's formula 1.1 s, explicit im2col 4.0 s (building the matrix from padded,
+/// shifted views dominates), shift-gemm 0.54 s, hence the default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum GradWeight {
     /// Explicit im2col matrix `(C_in·k·k, B·H·W)` and one gemm against `grad_y` as
     /// `(C_out, B·H·W)`.
-    #[default]
     Im2colMatmul,
     /// candle's formula: `conv2d(xᵀ, grad_yᵀ)ᵀ` with `B` as the contracted channel axis.
     CandleConv,
+    /// One batched gemm per tap `(i, j)` on shifted views of the zero-padded input, flattened
+    /// so that every shift is a plain offset (no im2col matrix).
+    #[default]
+    ShiftGemm,
 }
 
 /// The custom op: `conv2d(x, w, padding)` with stride 1, dilation 1, one group.
@@ -125,6 +131,31 @@ pub fn grad_weight_im2col(x: &Tensor, grad_y: &Tensor, k: usize, padding: usize)
     g.matmul(&cols.t()?)?.reshape((co, ci, k, k))
 }
 
+/// `dL/dw[:, :, i, j] = Σ_b grad_y[b] (C_out, Ho·Wp) @ shift_ij(x_pad[b])ᵀ (Ho·Wp, C_in)`, where
+/// `x_pad` is padded to width `Wp = W + 2p` (and one spare row) and `grad_y` is zero-padded to
+/// the same width, so that the tap `(i, j)` is the flat offset `i·Wp + j`.
+pub fn grad_weight_shift(x: &Tensor, grad_y: &Tensor, k: usize, padding: usize) -> Result<Tensor> {
+    let (b, ci, h, w) = x.dims4()?;
+    let (_b, co, ho, wo) = grad_y.dims4()?;
+    let wp = w + 2 * padding;
+    let hp = h + 2 * padding + 1;
+    let xf = x
+        .pad_with_zeros(2, padding, padding + 1)?
+        .pad_with_zeros(3, padding, padding)?
+        .reshape((b, ci, hp * wp))?;
+    let gf = grad_y
+        .pad_with_zeros(3, 0, wp - wo)?
+        .reshape((b, co, ho * wp))?;
+    let mut taps = Vec::with_capacity(k * k);
+    for i in 0..k {
+        for j in 0..k {
+            let xs = xf.narrow(2, i * wp + j, ho * wp)?; // (B, C_in, Ho·Wp), a strided view
+            taps.push(gf.matmul(&xs.transpose(1, 2)?)?.sum(0)?); // (C_out, C_in)
+        }
+    }
+    Tensor::stack(&taps, 2)?.reshape((co, ci, k, k))
+}
+
 impl CustomOp2 for FastConv2d {
     fn name(&self) -> &'static str {
         "fast-conv2d"
@@ -156,6 +187,7 @@ impl CustomOp2 for FastConv2d {
         let gw = match self.grad_weight {
             GradWeight::Im2colMatmul => grad_weight_im2col(x, grad_y, k, self.padding)?,
             GradWeight::CandleConv => grad_weight_candle(x, grad_y, self.padding)?,
+            GradWeight::ShiftGemm => grad_weight_shift(x, grad_y, k, self.padding)?,
         };
         Ok((Some(gx), Some(gw)))
     }
@@ -254,7 +286,11 @@ mod tests {
             let (ho, wo) = (h + 2 * p + 1 - k, w + 2 * p + 1 - k);
             let r = Tensor::randn(0f32, 1.0, (bsz, co, ho, wo), &dev)?;
             let (y_ref, g_ref) = grads(&x, &wt, &b, &r, p, None)?;
-            for gw in [GradWeight::Im2colMatmul, GradWeight::CandleConv] {
+            for gw in [
+                GradWeight::Im2colMatmul,
+                GradWeight::CandleConv,
+                GradWeight::ShiftGemm,
+            ] {
                 let (y, g) = grads(&x, &wt, &b, &r, p, Some(gw))?;
                 let diff = (&y - &y_ref)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert_eq!(diff, 0.0, "forward differs ({gw:?})");
@@ -369,11 +405,16 @@ mod tests {
             let t = Instant::now();
             let gw = grad_weight_im2col(x.as_tensor(), &g, k, p)?;
             let gw_s = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let gws = grad_weight_shift(x.as_tensor(), &g, k, p)?;
+            let gws_s = t.elapsed().as_secs_f64();
             println!(
                 "B={bsz} {ci}->{co} {h}x{h} k={k}: fwd {fwd:.3}s | grad_x candle {gx_ref_s:.3}s fast \
-                 {gx_s:.3}s (rel {:.1e}) | grad_w candle {gw_ref_s:.3}s im2col {gw_s:.3}s (rel {:.1e})",
+                 {gx_s:.3}s (rel {:.1e}) | grad_w candle {gw_ref_s:.3}s im2col {gw_s:.3}s (rel {:.1e}) \
+                 shift {gws_s:.3}s (rel {:.1e})",
                 rel_err(&gx, &gx_ref)?,
                 rel_err(&gw, &gw_ref)?,
+                rel_err(&gws, &gw_ref)?,
             );
             drop(y);
         }
