@@ -2,9 +2,11 @@
 //! needs (candle's own has no backward).
 
 pub mod bilinear;
+pub mod fast_conv;
 pub mod unet;
 
 pub use bilinear::upsample_bilinear2x;
+pub use fast_conv::{conv2d_fast_backward, ConvImpl};
 pub use unet::{
     is_running_stat, trainable_vars, ConvLayer, DoubleConv, UNet, UNetConfig, Upsample2x,
 };

@@ -17,6 +17,7 @@ use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder, Va
 use serde::{Deserialize, Serialize};
 
 use super::bilinear::upsample_bilinear2x;
+use super::fast_conv::{conv2d_fast_backward, ConvImpl};
 
 /// Hyper-parameters of the U-Net.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,19 +59,33 @@ impl Upsample2x {
 }
 
 /// A 2-D convolution with PyTorch-compatible `weight`/`bias` names; a seam for swapping the
-/// convolution implementation (candle's `conv2d` is the reference).
+/// convolution implementation (candle's `conv2d` is the reference, see [`ConvImpl`]).
 #[derive(Debug, Clone)]
 pub struct ConvLayer {
     conv: Conv2d,
+    imp: ConvImpl,
 }
 
 impl ConvLayer {
-    /// A `kernel × kernel` convolution with `padding` and bias, initialised as candle does.
+    /// A `kernel × kernel` convolution with `padding` and bias, initialised as candle does, using
+    /// the default implementation ([`ConvImpl::FastBackward`] on the CPU).
     pub fn new(
         in_c: usize,
         out_c: usize,
         kernel: usize,
         padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Self::with_impl(in_c, out_c, kernel, padding, ConvImpl::default(), vb)
+    }
+
+    /// [`ConvLayer::new`] with a chosen implementation. The variables are the same either way.
+    pub fn with_impl(
+        in_c: usize,
+        out_c: usize,
+        kernel: usize,
+        padding: usize,
+        imp: ConvImpl,
         vb: VarBuilder,
     ) -> Result<Self> {
         let cfg = Conv2dConfig {
@@ -79,13 +94,29 @@ impl ConvLayer {
         };
         Ok(Self {
             conv: candle_nn::conv2d(in_c, out_c, kernel, cfg, vb)?,
+            imp,
         })
+    }
+
+    /// The implementation this layer was built with (non-CPU devices always run the reference).
+    pub fn conv_impl(&self) -> ConvImpl {
+        self.imp
     }
 }
 
 impl Module for ConvLayer {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.conv.forward(xs)
+        match self.imp {
+            ConvImpl::FastBackward if xs.device().is_cpu() => {
+                let ys = conv2d_fast_backward(xs, self.conv.weight(), self.conv.config().padding)?;
+                match self.conv.bias() {
+                    // Same broadcast as candle_nn::Conv2d, so the forward is bit-identical.
+                    Some(bias) => ys.broadcast_add(&bias.reshape((1, bias.dims1()?, 1, 1))?),
+                    None => Ok(ys),
+                }
+            }
+            _ => self.conv.forward(xs),
+        }
     }
 }
 
@@ -111,11 +142,16 @@ fn bn_config() -> BatchNormConfig {
 impl DoubleConv {
     /// Creates the block under `vb` (which should be the module's prefix, e.g. `d1`).
     pub fn new(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Self> {
+        Self::with_impl(in_c, out_c, ConvImpl::default(), vb)
+    }
+
+    /// [`DoubleConv::new`] with a chosen convolution implementation.
+    pub fn with_impl(in_c: usize, out_c: usize, conv: ConvImpl, vb: VarBuilder) -> Result<Self> {
         let vb = vb.pp("net");
         Ok(Self {
-            conv1: ConvLayer::new(in_c, out_c, 3, 1, vb.pp("0"))?,
+            conv1: ConvLayer::with_impl(in_c, out_c, 3, 1, conv, vb.pp("0"))?,
             bn1: candle_nn::batch_norm(out_c, bn_config(), vb.pp("1"))?,
-            conv2: ConvLayer::new(out_c, out_c, 3, 1, vb.pp("3"))?,
+            conv2: ConvLayer::with_impl(out_c, out_c, 3, 1, conv, vb.pp("3"))?,
             bn2: candle_nn::batch_norm(out_c, bn_config(), vb.pp("4"))?,
         })
     }
@@ -152,17 +188,28 @@ impl UNet {
 
     /// Builds the net with a chosen upsampling implementation.
     pub fn with_upsample(cfg: &UNetConfig, upsample: Upsample2x, vb: VarBuilder) -> Result<Self> {
+        Self::with_impls(cfg, upsample, ConvImpl::default(), vb)
+    }
+
+    /// Builds the net with chosen upsampling and convolution implementations (the variables do
+    /// not depend on either).
+    pub fn with_impls(
+        cfg: &UNetConfig,
+        upsample: Upsample2x,
+        conv: ConvImpl,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let c = cfg.base_channels;
         if c == 0 {
             candle_core::bail!("UNet base_channels must be positive")
         }
         Ok(Self {
-            d1: DoubleConv::new(1, c, vb.pp("d1"))?,
-            d2: DoubleConv::new(c, 2 * c, vb.pp("d2"))?,
-            d3: DoubleConv::new(2 * c, 4 * c, vb.pp("d3"))?,
-            u1: DoubleConv::new(4 * c + 2 * c, 2 * c, vb.pp("u1"))?,
-            u2: DoubleConv::new(2 * c + c, c, vb.pp("u2"))?,
-            out: ConvLayer::new(c, 1, 1, 0, vb.pp("out"))?,
+            d1: DoubleConv::with_impl(1, c, conv, vb.pp("d1"))?,
+            d2: DoubleConv::with_impl(c, 2 * c, conv, vb.pp("d2"))?,
+            d3: DoubleConv::with_impl(2 * c, 4 * c, conv, vb.pp("d3"))?,
+            u1: DoubleConv::with_impl(4 * c + 2 * c, 2 * c, conv, vb.pp("u1"))?,
+            u2: DoubleConv::with_impl(2 * c + c, c, conv, vb.pp("u2"))?,
+            out: ConvLayer::with_impl(c, 1, 1, 0, conv, vb.pp("out"))?,
             upsample,
         })
     }
@@ -348,6 +395,65 @@ mod tests {
         let after = soft_dice_loss(&net.forward_t(&x, true)?, &y)?;
         let (b, a) = (before.to_scalar::<f32>()?, after.to_scalar::<f32>()?);
         assert!(a < b, "dice loss did not decrease: {b} -> {a}");
+        Ok(())
+    }
+
+    #[test]
+    fn fast_conv_unet_gradients_match_reference() -> Result<()> {
+        use crate::train::loss::soft_dice_loss;
+        let varmap = VarMap::new();
+        let dev = Device::Cpu;
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let cfg = UNetConfig { base_channels: 4 };
+        let reference = UNet::with_impls(
+            &cfg,
+            Upsample2x::Bilinear,
+            ConvImpl::CandleReference,
+            vb.clone(),
+        )?;
+        let fast = UNet::with_impls(&cfg, Upsample2x::Bilinear, ConvImpl::FastBackward, vb)?;
+        assert_eq!(fast.out.conv_impl(), ConvImpl::FastBackward);
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 16, 16), &dev)?;
+        let y = Tensor::rand(0f32, 1.0, (2, 1, 16, 16), &dev)?
+            .ge(0.7)?
+            .to_dtype(DType::F32)?;
+        let logits_ref = reference.forward_t(&x, true)?;
+        let logits_fast = fast.forward_t(&x, true)?;
+        let fwd_diff = (&logits_fast - &logits_ref)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert_eq!(fwd_diff, 0.0, "forward differs");
+        let g_ref = soft_dice_loss(&logits_ref, &y)?.backward()?;
+        let g_fast = soft_dice_loss(&logits_fast, &y)?.backward()?;
+        let names: Vec<(String, Var)> = {
+            let map = varmap
+                .data()
+                .lock()
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            map.iter()
+                .filter(|(n, _)| !is_running_stat(n))
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect()
+        };
+        assert_eq!(names.len(), 42);
+        let mut pairs = Vec::new();
+        for (name, var) in names {
+            let missing = || candle_core::Error::Msg(format!("no gradient for {name}"));
+            let a = g_fast.get(var.as_tensor()).ok_or_else(missing)?.clone();
+            let b = g_ref.get(var.as_tensor()).ok_or_else(missing)?.clone();
+            let scale = b.abs()?.max_all()?.to_scalar::<f32>()?;
+            pairs.push((name, a, b, scale));
+        }
+        // The biases of convolutions followed by a train-mode batch-norm have an exactly-zero
+        // true gradient (the mean is subtracted), so theirs are rounding noise (~1e-9): measure
+        // every error against at least 1e-3 of the largest gradient in the net.
+        let floor = 1e-3 * pairs.iter().map(|p| p.3).fold(0f32, f32::max);
+        assert!(floor > 0.0, "all gradients are zero");
+        for (name, a, b, scale) in pairs {
+            let err = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale.max(floor);
+            assert!(err < 1e-4, "{name}: rel err {err} (max |g| {scale})");
+        }
         Ok(())
     }
 
