@@ -36,8 +36,9 @@ demo: build
 	@if [ -z "$(LIDC_ROOT)" ]; then $(MAKE) --no-print-directory synth; fi
 	$(MAKE) --no-print-directory prepare split
 	$(MAKE) --no-print-directory train TRAIN_ARGS="$(DEMO_TRAIN_ARGS)" FEATURES= DEVICE=cpu
+	$(MAKE) --no-print-directory eval EVAL_ARGS="--device cpu"
 	$(MAKE) --no-print-directory report
-	@echo "demo: done. Tables: $(DATA)/*.parquet, $(RUN)/epochs.parquet; report: $(RUNS)/report/report.md"
+	@echo "demo: done. Tables: $(DATA)/*.parquet, $(RUN)/epochs.parquet, $(RUN)/eval/; report: $(RUNS)/report/report.md"
 
 synth: build
 	$(BIN) synth --out $(SYNTH_ROOT) --patients $(SYNTH_PATIENTS) --seed 7
@@ -52,8 +53,9 @@ train:
 	$(CARGO) build --bin lungseg $(FEATURE_FLAGS)
 	$(BIN) train --data $(DATA) --run $(RUN) --device $(DEVICE) $(TRAIN_ARGS)
 
-eval:
-	@echo "eval: not built yet" >&2; exit 1
+EVAL_ARGS ?=
+eval: build
+	$(BIN) eval --data $(DATA) --run $(RUN) $(EVAL_ARGS)
 
 RUNS ?= $(patsubst %/,%,$(dir $(RUN)))
 report: build

@@ -2,6 +2,9 @@
 
 use crate::config::load_stage;
 use crate::error::Result;
+use crate::eval::model_io::CheckpointChoice;
+use crate::eval::{EvalConfig, EvalSplit};
+use crate::predict::PredictConfig;
 use crate::prepare::intensity::WindowMode;
 use crate::prepare::{PrepareConfig, PrepareSettings};
 use crate::split::{SplitConfig, SplitSettings};
@@ -41,6 +44,11 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Summarise every run under a folder: report.md, learning curves, recall-precision curves.
     Report(ReportArgs),
+    /// Evaluate a run on whole slices: pooled, per-slice, lesion- and nodule-level metrics, a
+    /// threshold sweep and overlays, written to RUN_DIR/eval/.
+    Eval(EvalArgs),
+    /// Segment PNG files of any size with a trained run; writes masks and overlays.
+    Predict(PredictArgs),
 }
 
 /// `lungseg report`.
@@ -336,5 +344,99 @@ impl TrainArgs {
             quiet,
             settings: s,
         })
+    }
+}
+
+/// `lungseg eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A prepared and split data directory.
+    #[arg(long, value_name = "DATA_DIR")]
+    pub data: PathBuf,
+    /// A run directory written by `lungseg train`; results go to RUN_DIR/eval/.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// The split to evaluate (the run's fold when it was trained with --fold).
+    #[arg(long, value_enum, default_value_t = EvalSplit::Val)]
+    pub split: EvalSplit,
+    /// The checkpoint to load.
+    #[arg(long, value_enum, default_value_t = CheckpointChoice::Best)]
+    pub checkpoint: CheckpointChoice,
+    /// Probability threshold (p > T is a nodule pixel) [default: the run's].
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f64>,
+    /// Report the highest sweep threshold whose pooled recall reaches R.
+    #[arg(long, value_name = "R", default_value_t = 0.95)]
+    pub target_recall: f64,
+    /// Overlays of the K lowest-recall slices plus a seeded sample of K slices.
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub overlays: usize,
+    /// Redo a complete evaluation.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// auto (cuda, then metal, then cpu), cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto", value_parser = parse_device, overrides_with = "device")]
+    pub device: DeviceSpec,
+}
+
+impl EvalArgs {
+    /// The validated config.
+    pub fn resolve(&self, quiet: bool) -> Result<EvalConfig> {
+        let cfg = EvalConfig {
+            data: self.data.clone(),
+            run: self.run.clone(),
+            split: self.split,
+            checkpoint: self.checkpoint,
+            threshold: self.threshold,
+            target_recall: self.target_recall,
+            overlays: self.overlays,
+            overwrite: self.overwrite,
+            device: self.device,
+            quiet,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// `lungseg predict`. Exit code 1 when some files failed (each is reported, path first),
+/// 2 when the run, its checkpoint or the input is unusable.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A run directory written by `lungseg train`.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// A PNG file, or a directory whose *.png files are read (not recursively).
+    #[arg(long, value_name = "PNG|DIR")]
+    pub input: PathBuf,
+    /// Where to write <stem>_mask.png, <stem>_overlay.png (and <stem>_prob.png).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Probability threshold (p > T is a nodule pixel) [default: the run's].
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f64>,
+    /// Also write <stem>_prob.png: 16-bit, round(p * 65535).
+    #[arg(long)]
+    pub probabilities: bool,
+    /// The checkpoint to load.
+    #[arg(long, value_enum, default_value_t = CheckpointChoice::Best)]
+    pub checkpoint: CheckpointChoice,
+    /// auto (cuda, then metal, then cpu), cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto", value_parser = parse_device, overrides_with = "device")]
+    pub device: DeviceSpec,
+}
+
+impl PredictArgs {
+    /// The config (validated by `predict::run`).
+    pub fn resolve(&self) -> PredictConfig {
+        PredictConfig {
+            run: self.run.clone(),
+            input: self.input.clone(),
+            out: self.out.clone(),
+            threshold: self.threshold,
+            probabilities: self.probabilities,
+            checkpoint: self.checkpoint,
+            device: self.device,
+        }
     }
 }

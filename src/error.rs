@@ -66,6 +66,9 @@ pub enum Error {
     /// The run was interrupted (Ctrl-C) after saving what it could.
     #[error("interrupted")]
     Interrupted,
+    /// Some items of a batch command failed after the others were done (exit code 1).
+    #[error("{0}")]
+    Partial(String),
 }
 
 impl Error {

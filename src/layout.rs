@@ -141,6 +141,36 @@ impl RunDir {
     pub fn eval_dir(&self) -> PathBuf {
         self.root.join("eval")
     }
+
+    /// Name of `eval/summary.json`, written last.
+    pub const EVAL_SUMMARY: &'static str = "summary.json";
+    /// Name of `eval/per_slice.parquet`.
+    pub const EVAL_PER_SLICE: &'static str = "per_slice.parquet";
+    /// Name of `eval/thresholds.parquet`.
+    pub const EVAL_THRESHOLDS: &'static str = "thresholds.parquet";
+    /// Name of `eval/overlays/`.
+    pub const EVAL_OVERLAYS: &'static str = "overlays";
+
+    /// `eval/summary.json`: pooled, lesion- and nodule-level results; its presence marks a
+    /// complete evaluation.
+    pub fn eval_summary(&self) -> PathBuf {
+        self.eval_dir().join(Self::EVAL_SUMMARY)
+    }
+
+    /// `eval/per_slice.parquet`: one row per evaluated slice.
+    pub fn eval_per_slice(&self) -> PathBuf {
+        self.eval_dir().join(Self::EVAL_PER_SLICE)
+    }
+
+    /// `eval/thresholds.parquet`: the threshold sweep.
+    pub fn eval_thresholds(&self) -> PathBuf {
+        self.eval_dir().join(Self::EVAL_THRESHOLDS)
+    }
+
+    /// `eval/overlays/`: overlay PNGs.
+    pub fn eval_overlays(&self) -> PathBuf {
+        self.eval_dir().join(Self::EVAL_OVERLAYS)
+    }
 }
 
 /// The temporary name an output is written under before it is renamed into place.

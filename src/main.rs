@@ -78,6 +78,21 @@ fn run(cli: &Cli) -> Result<(), lungseg::Error> {
             let report = lungseg::train::run(&cfg)?;
             println!("{}", report.summary());
         }
+        Command::Eval(args) => {
+            let report = lungseg::eval::run(&args.resolve(cli.quiet)?)?;
+            println!("{}", report.summary());
+        }
+        Command::Predict(args) => {
+            let report = lungseg::predict::run(&args.resolve())?;
+            println!("{}", report.summary());
+            if !report.failed.is_empty() {
+                return Err(lungseg::Error::Partial(format!(
+                    "predict: {} of {} files failed",
+                    report.failed.len(),
+                    report.failed.len() + report.written.len()
+                )));
+            }
+        }
     }
     Ok(())
 }

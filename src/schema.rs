@@ -40,6 +40,8 @@ const CONTRACTS: &[(&str, &str)] = &[
     ("split", include_str!("../schemas/split.json")),
     ("slice_index", include_str!("../schemas/slice_index.json")),
     ("epochs", include_str!("../schemas/epochs.json")),
+    ("per_slice", include_str!("../schemas/per_slice.json")),
+    ("thresholds", include_str!("../schemas/thresholds.json")),
 ];
 
 /// Names of every embedded table contract.

@@ -80,7 +80,7 @@ impl TrainReport {
 }
 
 /// The train and validation indexes for the config (split tables, or folds).
-fn indexes(data: &DataDir, fold: Option<u32>) -> Result<(SliceIndex, SliceIndex)> {
+pub(crate) fn indexes(data: &DataDir, fold: Option<u32>) -> Result<(SliceIndex, SliceIndex)> {
     if crate::split::read_record(data)?.is_none() {
         return Err(Error::input(
             data.root(),

@@ -1,6 +1,7 @@
 //! Integration tests: they drive the real `lungseg` binary on generated trees.
 
 mod common;
+mod eval;
 mod prepare;
 mod report;
 mod split;

@@ -1,0 +1,275 @@
+//! The `eval` stage: runs a trained run's checkpoint over a split's whole slices at native size
+//! and writes pooled, per-slice, lesion- and nodule-level metrics, a threshold sweep and overlay
+//! images into `RUN_DIR/eval/`.
+//!
+//! Everything is computed in one streaming inference pass; each slice's probabilities live only
+//! while that slice is scored. The outputs are written into `eval.tmp/` (with `summary.json`
+//! last) and the directory is renamed into place, so `eval/` is either complete or absent.
+
+pub mod components;
+pub mod lesions;
+pub mod model_io;
+pub mod overlay;
+pub mod pass;
+pub mod selection;
+pub mod summary;
+pub mod sweep;
+pub mod tables;
+
+use crate::atomic::{remove_if_exists, write_json_atomic};
+use crate::error::{Error, IoContext, Result};
+use crate::layout::{temporary_name, DataDir, RunDir};
+use crate::train::batcher::Batcher;
+use crate::train::device::{self, DeviceSpec};
+use crate::train::loader::{Order, ShardStream, StreamOptions};
+use crate::train::patch::WholeSliceBatch;
+use crate::train::state::{fingerprint, read_json};
+use model_io::{read_run_record, CheckpointChoice, LoadedModel};
+use pass::{Pass, ScoredSlice};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Instant;
+pub use summary::{EvalSplit, EvalSummary};
+
+/// The resolved, validated `eval` config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    /// Prepared and split data directory.
+    pub data: PathBuf,
+    /// Run directory (config.json and checkpoints).
+    pub run: PathBuf,
+    /// Which split to evaluate.
+    pub split: EvalSplit,
+    /// Which checkpoint.
+    pub checkpoint: CheckpointChoice,
+    /// Threshold; `None` takes the run's.
+    pub threshold: Option<f64>,
+    /// The recall the threshold sweep looks for.
+    pub target_recall: f64,
+    /// Overlays per kind (lowest recall, seeded sample).
+    pub overlays: usize,
+    /// Redo a complete evaluation.
+    pub overwrite: bool,
+    /// Inference device.
+    pub device: DeviceSpec,
+    /// Hide progress bars.
+    pub quiet: bool,
+}
+
+impl EvalConfig {
+    /// Checks value ranges before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(t) = self.threshold {
+            if !(0.0..1.0).contains(&t) {
+                return Err(Error::Usage(format!(
+                    "--threshold must be in [0, 1), got {t}"
+                )));
+            }
+        }
+        if !(self.target_recall > 0.0 && self.target_recall <= 1.0) {
+            return Err(Error::Usage(format!(
+                "--target-recall must be in (0, 1], got {}",
+                self.target_recall
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of `eval`.
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    /// A complete evaluation with the same settings existed; nothing was done.
+    pub skipped: bool,
+    /// The summary (read back when skipped).
+    pub summary: EvalSummary,
+    /// The eval directory.
+    pub dir: PathBuf,
+}
+
+impl EvalReport {
+    /// The one-line summary.
+    pub fn summary(&self) -> String {
+        let prefix = if self.skipped {
+            "eval: already done (use --overwrite to redo)"
+        } else {
+            "eval: done"
+        };
+        format!(
+            "{prefix}; {}; in {}",
+            self.summary.line(),
+            self.dir.display()
+        )
+    }
+}
+
+/// Runs the stage.
+pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let run_dir = RunDir::new(&cfg.run);
+    let record = read_run_record(&run_dir)?;
+    let threshold = cfg.threshold.unwrap_or(record.config.settings.threshold);
+    let eval_dir = run_dir.eval_dir();
+    if let Some(done) = complete(&run_dir)? {
+        if !cfg.overwrite {
+            let same = done.split == cfg.split
+                && done.checkpoint == cfg.checkpoint
+                && done.threshold == threshold
+                && done.target_recall == cfg.target_recall
+                && done.overlays_per_kind == cfg.overlays;
+            if !same {
+                return Err(Error::Usage(format!(
+                    "{}: evaluated with other settings; pass --overwrite to redo",
+                    run_dir.eval_summary().display()
+                )));
+            }
+            return Ok(EvalReport {
+                skipped: true,
+                summary: done,
+                dir: eval_dir,
+            });
+        }
+    }
+    let data = DataDir::new(&cfg.data);
+    if crate::prepare::read_record(&data)?.is_none() {
+        return Err(Error::input(
+            data.root(),
+            "not a complete prepared data directory (no prepare.json)",
+        ));
+    }
+    let (train_index, val_index) = crate::train::trainer::indexes(&data, record.config.fold)?;
+    let (index, index_path) = match cfg.split {
+        EvalSplit::Val => (val_index, data.val_index()),
+        EvalSplit::Train => (train_index, data.train_index()),
+    };
+    if index.is_empty() {
+        return Err(Error::input(index_path, "the split has no slices"));
+    }
+    let model = LoadedModel::load(&run_dir, cfg.checkpoint, cfg.device)?;
+    if fingerprint(&data.manifest())? != record.data_fingerprint {
+        tracing::warn!(
+            "{}: differs from the data the run was trained on; evaluating anyway",
+            data.manifest().display()
+        );
+    }
+    let settings = &record.config.settings;
+    let tmp = temporary_name(&eval_dir);
+    remove_if_exists(&tmp)?;
+    let overlays_dir = tmp.join(RunDir::EVAL_OVERLAYS);
+    std::fs::create_dir_all(&overlays_dir).at(&overlays_dir)?;
+    let sample = selection::seeded_sample(index.len(), cfg.overlays, record.seed);
+    let mut pass = Pass::new(threshold, overlays_dir, cfg.overlays, sample);
+    tracing::info!(
+        "evaluating {} {} slices with {} on {} at threshold {threshold}",
+        index.len(),
+        cfg.split,
+        model.checkpoint.display(),
+        device::describe(&model.device)
+    );
+    let stream = ShardStream::open(
+        &data,
+        &index,
+        &StreamOptions {
+            fusion: settings.fusion,
+            capacity: settings.queue_capacity,
+            order: Order::Index,
+        },
+    )?;
+    let bar = crate::progress::bar(index.len() as u64, "eval", cfg.quiet);
+    let mut position = 0usize;
+    for batch in Batcher::new(stream).batch_size(settings.val_batch_size) {
+        let wb = WholeSliceBatch::from_samples(batch?, 4);
+        let probs = model.probabilities(&wb)?;
+        let plane = wb.plane();
+        for i in 0..wb.len() {
+            let (h, w) = wb.dims[i];
+            let range = i * plane..(i + 1) * plane;
+            let p = wb.crop_back(i, &probs[range.clone()]);
+            let image = wb.crop_back(i, &wb.images[range.clone()]);
+            let mask: Vec<u8> = wb.masks[range]
+                .chunks_exact(wb.width)
+                .take(h)
+                .flat_map(|row| row[..w].iter().copied())
+                .collect();
+            pass.add(
+                position,
+                &ScoredSlice {
+                    slice_id: &wb.slice_ids[i],
+                    patient_id: &wb.patient_ids[i],
+                    height: h,
+                    width: w,
+                    image: &image,
+                    mask: &mask,
+                    probs: &p,
+                },
+            )?;
+            position += 1;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let overlays = pass.finish_overlays()?;
+    let sweep_rows = pass.sweep.rows();
+    tables::write_per_slice(&tmp.join(RunDir::EVAL_PER_SLICE), &pass.rows)?;
+    tables::write_thresholds(&tmp.join(RunDir::EVAL_THRESHOLDS), &sweep_rows)?;
+    let (nodules, nodules_detected, nodule_recall) = pass.nodule_recall();
+    let c = pass.counts;
+    let l = pass.lesions;
+    let slices = pass.slices();
+    let summary = EvalSummary {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        run: cfg.run.clone(),
+        data: cfg.data.clone(),
+        split: cfg.split,
+        checkpoint: cfg.checkpoint,
+        checkpoint_file: model.checkpoint.clone(),
+        threshold,
+        fusion: settings.fusion.to_string(),
+        device: device::describe(&model.device),
+        slices,
+        slices_with_truth: pass.slices_with_truth(),
+        tp: c.tp,
+        fp: c.fp,
+        fn_: c.fn_,
+        tn: c.tn,
+        recall: c.recall(),
+        precision: c.precision(),
+        dice: c.dice(),
+        mean_slice_dice: pass.mean_slice_dice(),
+        mean_slice_dice_rule: summary::EMPTY_TRUTH_RULE.to_string(),
+        lesions: l.lesions,
+        lesions_detected: l.detected,
+        lesion_recall: sweep::ratio_or_one(l.detected, l.lesions),
+        fp_components: l.fp_components,
+        fp_components_per_slice: l.fp_components as f64 / slices.max(1) as f64,
+        nodules,
+        nodules_detected,
+        nodule_recall,
+        target_recall: cfg.target_recall,
+        threshold_at_target_recall: sweep::threshold_for_recall(&sweep_rows, cfg.target_recall),
+        overlays_per_kind: cfg.overlays,
+        overlays,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    write_json_atomic(&tmp.join(RunDir::EVAL_SUMMARY), &summary)?;
+    remove_if_exists(&eval_dir)?;
+    std::fs::rename(&tmp, &eval_dir).at(&eval_dir)?;
+    Ok(EvalReport {
+        skipped: false,
+        summary,
+        dir: eval_dir,
+    })
+}
+
+/// The summary of a complete evaluation in `run`, if there is one.
+fn complete(run: &RunDir) -> Result<Option<EvalSummary>> {
+    match read_json::<EvalSummary>(&run.eval_summary()) {
+        Ok(s) => Ok(s),
+        // An unreadable summary (an older format, a damaged file) is an incomplete eval.
+        Err(e) => {
+            tracing::warn!("{e}; evaluating again");
+            Ok(None)
+        }
+    }
+}

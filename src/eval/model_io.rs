@@ -1,0 +1,122 @@
+//! Loads a trained U-Net from a run directory (its `config.json` and a checkpoint) and runs it
+//! on whole slices padded to a multiple of 4. Shared by `eval` and `predict`.
+
+use crate::error::{Error, Result};
+use crate::layout::RunDir;
+use crate::model::{UNet, UNetConfig};
+use crate::train::device::{self, DeviceSpec};
+use crate::train::patch::WholeSliceBatch;
+use crate::train::state::{load_weights, read_json, RunRecord};
+use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Which checkpoint of a run to load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointChoice {
+    /// `best.safetensors`: the best epoch by the run's monitor.
+    #[default]
+    Best,
+    /// `last.safetensors`: the last finished epoch.
+    Last,
+}
+
+impl std::fmt::Display for CheckpointChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Best => "best",
+            Self::Last => "last",
+        })
+    }
+}
+
+/// A trained network ready for inference.
+pub struct LoadedModel {
+    /// The run's record (settings, threshold, fusion).
+    pub record: RunRecord,
+    /// The checkpoint file that was loaded.
+    pub checkpoint: PathBuf,
+    /// The device it runs on.
+    pub device: Device,
+    model: UNet,
+    // Keeps the variables alive for the model's lifetime.
+    _varmap: VarMap,
+}
+
+/// Reads `config.json` of the run at `run`; a missing or unreadable one is an input error.
+pub fn read_run_record(run: &RunDir) -> Result<RunRecord> {
+    if !run.root().is_dir() {
+        return Err(Error::input(run.root(), "run directory not found"));
+    }
+    let path = run.config();
+    match read_json::<RunRecord>(&path) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(Error::input(
+            run.root(),
+            "not a run directory (no config.json); run `lungseg train` first",
+        )),
+        Err(e) => Err(Error::input(&path, format!("unreadable run record: {e}"))),
+    }
+}
+
+impl LoadedModel {
+    /// Builds the run's U-Net on `device` and loads the chosen checkpoint into it.
+    pub fn load(run: &RunDir, which: CheckpointChoice, spec: DeviceSpec) -> Result<Self> {
+        let record = read_run_record(run)?;
+        let checkpoint = match which {
+            CheckpointChoice::Best => run.best_checkpoint(),
+            CheckpointChoice::Last => run.last_checkpoint(),
+        };
+        if !checkpoint.is_file() {
+            let hint = match which {
+                CheckpointChoice::Best => {
+                    "checkpoint not found (no epoch passed the min-precision guard?); try --checkpoint last"
+                }
+                CheckpointChoice::Last => "checkpoint not found",
+            };
+            return Err(Error::input(&checkpoint, hint));
+        }
+        let device = device::open(spec)?;
+        let mut varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let model = UNet::new(
+            &UNetConfig {
+                base_channels: record.config.settings.base_channels,
+            },
+            vb,
+        )
+        .map_err(|e| Error::tensor("building the U-Net", e))?;
+        load_weights(&mut varmap, &checkpoint)?;
+        Ok(Self {
+            record,
+            checkpoint,
+            device,
+            model,
+            _varmap: varmap,
+        })
+    }
+
+    /// The run's own threshold.
+    pub fn threshold(&self) -> f64 {
+        self.record.config.settings.threshold
+    }
+
+    /// Probabilities for a padded batch: `len * height * width` values, plane after plane.
+    pub fn probabilities(&self, batch: &WholeSliceBatch) -> Result<Vec<f32>> {
+        let x = Tensor::from_slice(
+            &batch.images,
+            (batch.len(), 1, batch.height, batch.width),
+            &self.device,
+        )
+        .and_then(|x| {
+            let logits = self.model.forward_t(&x, false)?;
+            candle_nn::ops::sigmoid(&logits)?
+                .flatten_all()?
+                .to_vec1::<f32>()
+        })
+        .map_err(|e| Error::tensor("inference", e))?;
+        Ok(x)
+    }
+}
