@@ -23,7 +23,8 @@ THREADS=${BENCH_THREADS:-$(nproc)}
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
 WITH_CV2=1 bash scripts/ensure-python-deps.sh
 if [ "${BENCH_SKIP_TORCH:-0}" != 1 ]; then bash scripts/ensure-torch.sh >/dev/null; fi
-if [ "${BENCH_SMALL:-0}" = 1 ]; then P1=12; P10=40; STEPS=1; else P1=125; P10=1250; STEPS=3; fi
+# 160 patients of the synthetic default hold about 2,100 slices; 1,600 about 21,000.
+if [ "${BENCH_SMALL:-0}" = 1 ]; then P1=12; P10=40; STEPS=1; else P1=160; P10=1600; STEPS=3; fi
 mkdir -p "$WORK"
 LOG=$WORK/results.jsonl
 : > "$LOG"
@@ -65,6 +66,7 @@ time_json stream "$BENCH" stream --data "$WORK/data-$P1" --epochs 3
 echo "bench: train step (batch 8, 128x128, $THREADS threads)" >&2
 for base in 8 64; do
   time_json "candle_step_b$base" "$BENCH" train-step --base $base --steps $STEPS
+  time_json "candle_refconv_step_b$base" "$BENCH" train-step --base $base --steps $STEPS --reference-conv
   time_json "candle_fwd_b$base" "$BENCH" train-step --base $base --steps $STEPS --forward-only
   if [ "${BENCH_SKIP_TORCH:-0}" != 1 ]; then
     time_json "torch_step_b$base" python3 scripts/torch_baseline.py --threads "$THREADS" --base $base --steps $STEPS

@@ -53,15 +53,17 @@ if seed and p1 and seed_slices:
           "The notebook loop keeps every slice in memory, so its RSS grows with the tree.\n")
 
 print("## Train step (batch 8, 128x128, forward + backward + Adam)\n")
-print("| width | candle s/step | PyTorch s/step | candle / PyTorch throughput | candle fwd s | PyTorch fwd s |\n|---|---|---|---|---|---|")
+print("| width | candle s/step | candle s/step, candle's own conv backward | PyTorch s/step | candle / PyTorch throughput | fast / reference conv backward | candle fwd s | PyTorch fwd s |\n|---|---|---|---|---|---|---|---|")
 for base in (8, 64):
     c = out(f"candle_step_b{base}", "seconds_per_step")
+    cr = out(f"candle_refconv_step_b{base}", "seconds_per_step")
     t = out(f"torch_step_b{base}", "seconds_per_step")
     cf = out(f"candle_fwd_b{base}", "seconds_per_step")
     tf = out(f"torch_fwd_b{base}", "seconds_per_step")
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
     ratio = "n/a" if (c is None or t is None) else f"{t / c:.2f}x"
-    print(f"| {base} | {fmt(c)} | {fmt(t)} | {ratio} | {fmt(cf)} | {fmt(tf)} |")
+    speedup = "n/a" if (c is None or cr is None) else f"{cr / c:.2f}x"
+    print(f"| {base} | {fmt(c)} | {fmt(cr)} | {fmt(t)} | {ratio} | {speedup} | {fmt(cf)} | {fmt(tf)} |")
 print(f"\nPyTorch: {out('torch_step_b64', 'torch') or 'not measured'}. A ratio below 1 means candle is slower.\n")
 
 print("## Streaming (shards -> device-ready patch batches)\n")

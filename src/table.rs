@@ -15,9 +15,15 @@ use std::path::{Path, PathBuf};
 /// Writer properties shared by every table: zstd level 3, statistics on. Binary (pixel) columns
 /// skip dictionary encoding and statistics: every value is unique and min/max of pixel blobs
 /// helps no reader.
-pub fn writer_properties(row_group_rows: usize, spec: &TableSpec) -> WriterProperties {
+pub fn writer_properties(
+    row_group_rows: usize,
+    spec: &TableSpec,
+    zstd_level: i32,
+) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(zstd_level).unwrap_or_default(),
+        ))
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .set_created_by(format!("lungseg {}", env!("CARGO_PKG_VERSION")));
     for c in spec.columns.iter().filter(|c| c.data_type == "Binary") {
@@ -40,14 +46,24 @@ pub struct TableWriter {
 }
 
 impl TableWriter {
-    /// Starts writing `path` with the contract `spec`.
+    /// Starts writing `path` with the contract `spec` (zstd level 3).
     pub fn create(path: &Path, spec: TableSpec, row_group_rows: usize) -> Result<Self> {
+        Self::create_with_level(path, spec, row_group_rows, 3)
+    }
+
+    /// Starts writing `path` with the contract `spec` and a zstd level.
+    pub fn create_with_level(
+        path: &Path,
+        spec: TableSpec,
+        row_group_rows: usize,
+        zstd_level: i32,
+    ) -> Result<Self> {
         let tmp = temporary_name(path);
         let file = File::create(&tmp).at(&tmp)?;
         let inner = ArrowWriter::try_new(
             file,
             spec.arrow_schema(),
-            Some(writer_properties(row_group_rows, &spec)),
+            Some(writer_properties(row_group_rows, &spec, zstd_level)),
         )
         .map_err(|e| Error::parquet(&tmp, e))?;
         Ok(Self {

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Parser, Subcommand};
 use lungseg::layout::DataDir;
-use lungseg::model::{UNet, UNetConfig};
+use lungseg::model::{ConvImpl, UNet, UNetConfig, Upsample2x};
 use lungseg::rng::SplitMix64;
 use lungseg::train::batcher::{Batcher, PatchBatch};
 use lungseg::train::fusion::RaterFusion;
@@ -42,6 +42,9 @@ enum What {
         /// Forward only, in evaluation mode.
         #[arg(long)]
         forward_only: bool,
+        /// Use candle's own conv2d backward (the reference) instead of the fast CPU one.
+        #[arg(long)]
+        reference_conv: bool,
     },
     /// Shards → device-ready patch batches, no model.
     Stream {
@@ -59,6 +62,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_step(
     base: usize,
     batch: usize,
@@ -67,14 +71,22 @@ fn train_step(
     warmup: usize,
     device: &str,
     forward_only: bool,
+    reference_conv: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let spec: lungseg::train::device::DeviceSpec = device.parse().map_err(anyhow::Error::msg)?;
     let dev = lungseg::train::device::open(spec)?;
     let vm = VarMap::new();
-    let model = UNet::new(
+    let conv = if reference_conv {
+        ConvImpl::CandleReference
+    } else {
+        ConvImpl::FastBackward
+    };
+    let model = UNet::with_impls(
         &UNetConfig {
             base_channels: base,
         },
+        Upsample2x::Bilinear,
+        conv,
         VarBuilder::from_varmap(&vm, DType::F32, &dev),
     )?;
     lungseg::train::init::init_like_pytorch(&vm, 0)?;
@@ -119,6 +131,7 @@ fn train_step(
         "threads": rayon::current_num_threads(), "batch": batch, "size": size, "base": base,
         "seconds_per_step": s, "patches_per_s": batch as f64 / s, "steps": steps,
         "mode": if forward_only { "forward-only" } else { "train-step" },
+        "conv": if reference_conv { "candle-reference" } else { "fast-backward" },
     }))
 }
 
@@ -160,7 +173,17 @@ fn main() -> ExitCode {
             warmup,
             device,
             forward_only,
-        } => train_step(base, batch, size, steps, warmup, &device, forward_only),
+            reference_conv,
+        } => train_step(
+            base,
+            batch,
+            size,
+            steps,
+            warmup,
+            &device,
+            forward_only,
+            reference_conv,
+        ),
         What::Stream {
             data,
             batch,

@@ -297,42 +297,62 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", s.threads)))?;
     let rules = s.intensity();
     let bar = crate::progress::bar(tree.jobs.len() as u64, "prepare", cfg.quiet);
-    let mut shards = ShardWriter::new(data.clone(), s.shard_rows, s.row_group_rows);
     let mut manifest: Vec<ManifestRow> = Vec::new();
-    for batch in tree.jobs.chunks(DECODE_BATCH) {
-        let outcomes: Vec<slice::SliceOutcome> = pool.install(|| {
-            batch
-                .par_iter()
-                .map(|j| slice::process(j, &rules))
-                .collect()
-        });
-        for outcome in outcomes {
-            counts.colour_files += outcome.colour_files;
-            rejects.extend(outcome.rejects);
-            let Some(record) = outcome.record else {
-                counts.slices_rejected += 1;
-                continue;
-            };
-            if record.height < s.min_size || record.width < s.min_size {
-                counts.slices_too_small += 1;
-                continue;
-            }
-            if record.mask_pixels == 0 {
-                counts.slices_empty += 1;
-                if !s.keep_empty {
-                    continue;
+    // Decoding runs on the pool while a writer thread encodes and compresses the previous
+    // batch; record positions are known up front because shards hold exactly shard_rows rows.
+    let (n_shards, shard_bytes) = std::thread::scope(|scope| -> Result<(usize, u64)> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<slice::SliceRecord>>(1);
+        let mut shards = ShardWriter::new(data.clone(), s.shard_rows, s.row_group_rows);
+        let writer = scope.spawn(move || -> Result<(usize, u64)> {
+            for batch in rx {
+                for record in batch {
+                    shards.push(record)?;
                 }
             }
-            counts.slices_kept += 1;
-            counts.slices_16bit += usize::from(record.source_bits == 16);
-            let mut row = ManifestRow::new(&record, Default::default());
-            row.position = shards.push(record)?;
-            manifest.push(row);
+            shards.finish()
+        });
+        for batch in tree.jobs.chunks(DECODE_BATCH) {
+            let outcomes: Vec<slice::SliceOutcome> = pool.install(|| {
+                batch
+                    .par_iter()
+                    .map(|j| slice::process(j, &rules))
+                    .collect()
+            });
+            let mut kept = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                counts.colour_files += outcome.colour_files;
+                rejects.extend(outcome.rejects);
+                let Some(record) = outcome.record else {
+                    counts.slices_rejected += 1;
+                    continue;
+                };
+                if record.height < s.min_size || record.width < s.min_size {
+                    counts.slices_too_small += 1;
+                    continue;
+                }
+                if record.mask_pixels == 0 {
+                    counts.slices_empty += 1;
+                    if !s.keep_empty {
+                        continue;
+                    }
+                }
+                counts.slices_16bit += usize::from(record.source_bits == 16);
+                let position = ShardWriter::position_of(counts.slices_kept, s.shard_rows);
+                counts.slices_kept += 1;
+                manifest.push(ManifestRow::new(&record, position));
+                kept.push(record);
+            }
+            bar.inc(batch.len() as u64);
+            if tx.send(kept).is_err() {
+                break; // the writer failed; its error is returned below
+            }
         }
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
-    let (n_shards, shard_bytes) = shards.finish()?;
+        drop(tx);
+        bar.finish_and_clear();
+        writer
+            .join()
+            .map_err(|_| Error::input(data.shards_dir(), "the shard writer thread panicked"))?
+    })?;
     counts.shards = n_shards;
     counts.rejects = rejects.len();
     counts.bytes = shard_bytes

@@ -9,6 +9,10 @@ use crate::table::TableWriter;
 use arrow_array::{ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray};
 use std::sync::Arc;
 
+/// zstd level of the shards: level 1 compresses pixel data within a few per cent of level 3 at
+/// about twice the speed, and compression is prepare's largest cost (see BENCHMARKS.md).
+pub const SHARD_ZSTD_LEVEL: i32 = 1;
+
 /// Where a record was written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardPosition {
@@ -51,13 +55,19 @@ impl ShardWriter {
         } else {
             let name = DataDir::shard_name(self.shards);
             let path = self.data.shard_path(&name);
-            let w = TableWriter::create(&path, schema::spec("slices"), self.row_group_rows)?;
+            let w = TableWriter::create_with_level(
+                &path,
+                schema::spec("slices"),
+                self.row_group_rows,
+                SHARD_ZSTD_LEVEL,
+            )?;
             self.current = Some((name.clone(), w));
             (name, 0)
         };
         let row = (written + self.pending.len()) as i64;
         self.pending.push(record);
-        if self.pending.len() >= self.row_group_rows {
+        let full_shard = written + self.pending.len() >= self.shard_rows;
+        if self.pending.len() >= self.row_group_rows || full_shard {
             self.flush_pending()?;
         }
         if let Some((_, w)) = &self.current {
@@ -87,6 +97,16 @@ impl ShardWriter {
             self.shards += 1;
         }
         Ok(())
+    }
+
+    /// Where the `index`-th record pushed (0-based) lives: shards hold exactly `shard_rows` rows,
+    /// so positions can be known before the record is written.
+    pub fn position_of(index: usize, shard_rows: usize) -> ShardPosition {
+        let shard_rows = shard_rows.max(1);
+        ShardPosition {
+            shard: DataDir::shard_name(index / shard_rows),
+            row: (index % shard_rows) as i64,
+        }
     }
 
     /// Finishes the last shard. Returns (shards written, bytes on disk).
