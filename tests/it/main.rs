@@ -2,6 +2,7 @@
 
 mod common;
 mod eval;
+mod export;
 mod prepare;
 mod report;
 mod split;
