@@ -6,7 +6,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/lungseg-target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 FEATURES ?= $(if $(shell command -v nvcc 2>/dev/null),cuda,)
-FEATURE_FLAGS := $(if $(strip $(FEATURES)),--features $(FEATURES),)
+FEATURE_FLAGS := $(if $(strip $(FEATURES)),--features "$(strip $(FEATURES))",)
 BIN := $(CARGO_TARGET_DIR)/debug/lungseg
 
 # Inputs and outputs. Without LIDC_ROOT the synthetic tree is generated under demo/.
@@ -49,9 +49,15 @@ prepare: build
 split: build
 	$(BIN) split --data $(DATA)
 
+# GPU builds get their own target directory so that switching features does not rebuild candle.
+space := $(empty) $(empty)
+TRAIN_TARGET := $(if $(strip $(FEATURES)),$(CARGO_TARGET_DIR)-$(subst $(space),-,$(strip $(FEATURES))),$(CARGO_TARGET_DIR))
+CUDA_COMPUTE_CAP ?= $(or $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .),80)
+export CUDA_COMPUTE_CAP
+
 train:
-	$(CARGO) build --bin lungseg $(FEATURE_FLAGS)
-	$(BIN) train --data $(DATA) --run $(RUN) --device $(DEVICE) $(TRAIN_ARGS)
+	CARGO_TARGET_DIR=$(TRAIN_TARGET) $(CARGO) build --bin lungseg $(FEATURE_FLAGS)
+	$(TRAIN_TARGET)/debug/lungseg train --data $(DATA) --run $(RUN) --device $(DEVICE) $(TRAIN_ARGS)
 
 EVAL_ARGS ?=
 eval: build

@@ -462,3 +462,74 @@ fn python_polars_and_pyarrow_read_every_table() {
         assert!(out.contains(&format!("ok {table}")), "{out}");
     }
 }
+
+#[test]
+fn an_unreadable_folder_is_rejected_and_the_run_goes_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let perm = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    perm(sb.root(), 0o755);
+    let tree = sb.path("tree");
+    for p in ["P1", "P2"] {
+        write_gray8(
+            &tree.join(p).join("nodule-1/images/s-1.png"),
+            4,
+            4,
+            vec![9; 16],
+        );
+        write_gray8(
+            &tree.join(p).join("nodule-1/mask-0/s-1.png"),
+            4,
+            4,
+            vec![255; 16],
+        );
+    }
+    perm(&tree.join("P2/nodule-1"), 0o000);
+    let out_parent = sb.path("out");
+    std::fs::create_dir_all(&out_parent).unwrap();
+    perm(&out_parent, 0o777);
+    let data = out_parent.join("data");
+    // Root reads every folder, so as root the binary runs as `nobody` (a copy it can execute).
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let mut cmd = if is_root {
+        let copy = sb.path("lungseg");
+        std::fs::copy(bin(), &copy).unwrap();
+        perm(&copy, 0o755);
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(copy);
+        c
+    } else {
+        std::process::Command::new(bin())
+    };
+    let out = cmd
+        .args(["-q", "prepare", "--input"])
+        .arg(&tree)
+        .arg("--out")
+        .arg(&data)
+        .output()
+        .unwrap();
+    perm(&tree.join("P2/nodule-1"), 0o755);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rejects = read_rejects(&data);
+    assert_eq!(
+        rejects,
+        vec![(
+            "P2/nodule-1".to_string(),
+            "unreadable_dir".to_string(),
+            Some("P2".to_string())
+        )]
+    );
+    let kept: Vec<String> = read_shards(&data).into_iter().map(|r| r.slice_id).collect();
+    assert_eq!(kept, ["P1/nodule-1/s-1"]);
+}
