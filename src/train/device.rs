@@ -62,8 +62,11 @@ pub fn describe(device: &Device) -> String {
 /// `auto` falls back quietly.
 pub fn open(spec: DeviceSpec) -> Result<Device> {
     let unavailable = |what: &str, e: candle_core::Error| {
+        // candle appends a backtrace when RUST_BACKTRACE is set; keep the message to one line.
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default().to_string();
         Error::Usage(format!(
-            "--device {what}: not available ({e}); this binary was built with features [{}]",
+            "--device {what}: not available ({first}); this binary was built with features [{}]",
             built_features()
         ))
     };
