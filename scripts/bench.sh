@@ -61,6 +61,7 @@ time_json prepare_10x "$BIN" -q prepare --input "$WORK/tree-$P10" --out "$WORK/d
 "$BIN" -q split --data "$WORK/data-$P10"
 
 echo "bench: stream" >&2
+"$BENCH" stream --data "$WORK/data-$P1" --epochs 1 > /dev/null  # warm the page cache
 time_json stream "$BENCH" stream --data "$WORK/data-$P1" --epochs 3
 
 echo "bench: train step (batch 8, 128x128, $THREADS threads)" >&2

@@ -180,14 +180,7 @@ impl PrepareReport {
 
 /// Reads `prepare.json` if the data directory is complete.
 pub fn read_record(data: &DataDir) -> Result<Option<PrepareRecord>> {
-    let path = data.prepare_record();
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| Error::Json { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    crate::train::state::read_json(&data.prepare_record())
 }
 
 /// Refuses inputs that cannot work, before any output is touched.

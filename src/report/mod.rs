@@ -6,8 +6,9 @@ pub mod runs;
 
 use crate::atomic::write_atomic;
 use crate::error::{IoContext, Result};
+use crate::eval::sweep::SweepRow;
 use crate::layout::RunDir;
-use runs::{RunSummary, SweepRow};
+use runs::RunSummary;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! `epochs.parquet` (and `eval/thresholds.parquet` when an evaluation exists).
 
 use crate::error::{Error, Result};
+use crate::eval::sweep::SweepRow;
 use crate::layout::RunDir;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
@@ -189,23 +190,6 @@ pub fn curves(dir: &Path) -> Result<Curves> {
         val_recall: f64_column(&df, "val_recall", &path)?,
         val_dice: f64_column(&df, "val_dice", &path)?,
     })
-}
-
-/// One row of an evaluation's threshold sweep.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SweepRow {
-    /// Threshold.
-    pub threshold: f64,
-    /// Pooled recall.
-    pub recall: f64,
-    /// Pooled precision.
-    pub precision: f64,
-    /// Pooled Dice.
-    pub dice: f64,
-    /// Lesion-level recall.
-    pub lesion_recall: f64,
-    /// False-positive components per slice.
-    pub fp_components_per_slice: f64,
 }
 
 /// The threshold sweep of a run's evaluation, if it has one.

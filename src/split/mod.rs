@@ -334,14 +334,7 @@ fn ensure_disjoint(train: &[&IndexRow], val: &[&IndexRow], data: &DataDir) -> Re
 
 /// Reads `split.json` if a split exists.
 pub fn read_record(data: &DataDir) -> Result<Option<SplitRecord>> {
-    let path = data.split_record();
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| Error::Json { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    crate::train::state::read_json(&data.split_record())
 }
 
 fn write_split_table(data: &DataDir, patients: &[PatientSplit]) -> Result<u64> {

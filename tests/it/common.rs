@@ -278,3 +278,46 @@ pub fn tree_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// A prepared and split synthetic data directory at `sb/data` (tree at `sb/tree`).
+pub fn dataset(sb: &Sandbox, patients: usize, seed: u64, split_args: &[&str]) -> PathBuf {
+    let tree = sb.path("tree");
+    synth(&tree, patients, seed, &[]);
+    let data = sb.path("data");
+    prepare(&tree, &data, &[]);
+    let mut args = vec!["-q", "split", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(split_args);
+    lungseg(&args).ok();
+    data
+}
+
+/// A fast training configuration: a width-4 U-Net on 32x32 patches on CPU.
+pub const TINY: &[&str] = &[
+    "--device",
+    "cpu",
+    "--base-channels",
+    "4",
+    "--patch",
+    "32",
+    "--fg-crop",
+    "0.9",
+    "--lr",
+    "3e-3",
+    "--batch-size",
+    "4",
+];
+
+/// Runs `lungseg -q train` with [`TINY`] plus `extra` (later flags win where they repeat).
+pub fn train_tiny(data: &Path, run: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<String> = vec![
+        "-q".into(),
+        "train".into(),
+        "--data".into(),
+        data.display().to_string(),
+        "--run".into(),
+        run.display().to_string(),
+    ];
+    args.extend(TINY.iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    lungseg(&args)
+}

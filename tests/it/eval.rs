@@ -8,32 +8,20 @@ use std::path::{Path, PathBuf};
 /// A prepared, split data directory and a tiny run trained on it (one epoch of two steps; the
 /// precision guard is off so `best.safetensors` exists).
 fn trained(sb: &Sandbox) -> (PathBuf, PathBuf) {
-    let tree = sb.path("tree");
-    synth(&tree, 6, 4, &[]);
-    let data = sb.path("data");
-    prepare(&tree, &data, &[]);
-    lungseg(["-q", "split", "--data", data.to_str().unwrap()]).ok();
+    let data = dataset(sb, 6, 4, &[]);
     let run = sb.path("run");
-    lungseg([
-        "-q",
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--base-channels",
-        "4",
-        "--patch",
-        "32",
-        "--max-epochs",
-        "1",
-        "--max-steps-per-epoch",
-        "2",
-        "--min-precision",
-        "0",
-    ])
+    train_tiny(
+        &data,
+        &run,
+        &[
+            "--max-epochs",
+            "1",
+            "--max-steps-per-epoch",
+            "2",
+            "--min-precision",
+            "0",
+        ],
+    )
     .ok();
     (data, run)
 }

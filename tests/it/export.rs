@@ -24,31 +24,13 @@ fn checkpoints_load_into_pytorch_with_equal_outputs() {
         return;
     }
     let sb = Sandbox::new();
-    synth(&sb.path("tree"), 6, 5, &[]);
-    let data = sb.path("data");
-    prepare(&sb.path("tree"), &data, &[]);
-    lungseg(["-q", "split", "--data", data.to_str().unwrap()]).ok();
+    let data = dataset(&sb, 6, 5, &[]);
     let run = sb.path("run");
-    lungseg([
-        "-q",
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--base-channels",
-        "4",
-        "--patch",
-        "32",
-        "--max-epochs",
-        "2",
-        "--max-steps-per-epoch",
-        "3",
-        "--lr",
-        "3e-3",
-    ])
+    train_tiny(
+        &data,
+        &run,
+        &["--max-epochs", "2", "--max-steps-per-epoch", "3"],
+    )
     .ok();
     let model =
         LoadedModel::load(&RunDir::new(&run), CheckpointChoice::Last, DeviceSpec::Cpu).unwrap();

@@ -6,35 +6,22 @@ use lungseg::train::epochs::read_epochs;
 #[test]
 fn report_lists_every_run_with_its_best_epoch() {
     let sb = Sandbox::new();
-    let tree = sb.path("tree");
-    synth(&tree, 6, 3, &[]);
-    let data = sb.path("data");
-    prepare(&tree, &data, &[]);
-    lungseg(["-q", "split", "--data", data.to_str().unwrap()]).ok();
+    let data = dataset(&sb, 6, 3, &[]);
     for (name, seed) in [("alpha", "1"), ("beta", "2")] {
         let run = sb.path(&format!("runs/{name}"));
-        lungseg([
-            "-q",
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--run",
-            run.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--base-channels",
-            "4",
-            "--patch",
-            "32",
+        let extra = [
             "--max-epochs",
             "3",
             "--max-steps-per-epoch",
             "2",
             "--seed",
             seed,
-            "--min-precision",
-            "0",
-        ])
+        ];
+        train_tiny(
+            &data,
+            &run,
+            &[&extra[..], &["--min-precision", "0"]].concat(),
+        )
         .ok();
     }
     let out = lungseg(["report", "--runs", sb.path("runs").to_str().unwrap()]).ok();

@@ -4,49 +4,7 @@
 use crate::common::*;
 use lungseg::train::epochs::{read_epochs, EpochMetrics};
 use pretty_assertions::assert_eq;
-use std::path::{Path, PathBuf};
-
-/// A prepared and split synthetic data directory.
-fn dataset(sb: &Sandbox, patients: usize, seed: u64, split_args: &[&str]) -> PathBuf {
-    let tree = sb.path("tree");
-    synth(&tree, patients, seed, &[]);
-    let data = sb.path("data");
-    prepare(&tree, &data, &[]);
-    let mut args = vec!["-q", "split", "--data", data.to_str().unwrap()];
-    args.extend_from_slice(split_args);
-    lungseg(&args).ok();
-    data
-}
-
-/// A fast configuration for tests: a tiny U-Net on small patches.
-const TINY: &[&str] = &[
-    "--device",
-    "cpu",
-    "--base-channels",
-    "4",
-    "--patch",
-    "32",
-    "--fg-crop",
-    "0.9",
-    "--lr",
-    "3e-3",
-    "--batch-size",
-    "4",
-];
-
-fn train(data: &Path, run: &Path, extra: &[&str]) -> Run {
-    let mut args: Vec<String> = vec![
-        "-q".into(),
-        "train".into(),
-        "--data".into(),
-        data.display().to_string(),
-        "--run".into(),
-        run.display().to_string(),
-    ];
-    args.extend(TINY.iter().map(|s| s.to_string()));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    lungseg(&args)
-}
+use std::path::Path;
 
 /// Epoch rows without the timing columns, which legitimately differ between runs, and without
 /// the run id (the run directory's name).
@@ -122,7 +80,7 @@ fn resume_after_interruption_equals_an_uninterrupted_run() {
         "5",
     ];
     let full = sb.path("full");
-    train(&data, &full, &common).ok();
+    train_tiny(&data, &full, &common).ok();
 
     // Ctrl-C in the middle of epoch 2, then --resume.
     let part = sb.path("part");
@@ -150,10 +108,10 @@ fn resume_after_interruption_equals_an_uninterrupted_run() {
         serde_json::from_slice(&std::fs::read(part.join("train_state.json")).unwrap()).unwrap();
     if status.code() == Some(130) {
         assert_eq!(state["finished"], false, "{state}");
-        let again = train(&data, &part, &common).expect_code(2);
+        let again = train_tiny(&data, &part, &common).expect_code(2);
         assert!(again.stderr.contains("--resume"), "{}", again.stderr);
     }
-    train(&data, &part, &[&common[..], &["--resume"]].concat()).ok();
+    train_tiny(&data, &part, &[&common[..], &["--resume"]].concat()).ok();
     assert_eq!(
         without_timing(read_epochs(&epochs).unwrap()),
         without_timing(read_epochs(&full.join("epochs.parquet")).unwrap())
@@ -166,7 +124,7 @@ fn resume_after_interruption_equals_an_uninterrupted_run() {
     // Killed outright after an epoch: the next --resume redoes the unfinished epoch.
     let hard = sb.path("hard");
     std::fs::create_dir_all(&hard).unwrap();
-    train(
+    train_tiny(
         &data,
         &hard,
         &[
@@ -188,7 +146,7 @@ fn resume_after_interruption_equals_an_uninterrupted_run() {
         serde_json::from_slice(&std::fs::read(hard.join("config.json")).unwrap()).unwrap();
     cfg["config"]["settings"]["max_epochs"] = serde_json::json!(3);
     std::fs::write(hard.join("config.json"), cfg.to_string()).unwrap();
-    train(&data, &hard, &[&common[..], &["--resume"]].concat()).ok();
+    train_tiny(&data, &hard, &[&common[..], &["--resume"]].concat()).ok();
     assert_eq!(
         without_timing(read_epochs(&hard.join("epochs.parquet")).unwrap())
             .into_iter()
@@ -212,7 +170,7 @@ fn outputs_follow_their_contracts_and_reruns_skip() {
     let sb = Sandbox::new();
     let data = dataset(&sb, 6, 4, &[]);
     let run = sb.path("run");
-    let first = train(
+    let first = train_tiny(
         &data,
         &run,
         &["--max-epochs", "2", "--max-steps-per-epoch", "2"],
@@ -255,7 +213,7 @@ fn outputs_follow_their_contracts_and_reruns_skip() {
     );
     assert!(names.contains(&"out.bias".to_string()), "{names:?}");
     assert!(run.join("last.optim.safetensors").is_file());
-    let again = train(
+    let again = train_tiny(
         &data,
         &run,
         &["--max-epochs", "2", "--max-steps-per-epoch", "2"],
@@ -291,8 +249,8 @@ fn same_seed_gives_the_same_first_epoch() {
         "--seed",
         "9",
     ];
-    train(&data, &sb.path("a"), &args).ok();
-    train(&data, &sb.path("b"), &args).ok();
+    train_tiny(&data, &sb.path("a"), &args).ok();
+    train_tiny(&data, &sb.path("b"), &args).ok();
     let a = without_timing(read_epochs(&sb.path("a/epochs.parquet")).unwrap());
     let b = without_timing(read_epochs(&sb.path("b/epochs.parquet")).unwrap());
     assert_eq!(a, b);
@@ -304,7 +262,7 @@ fn same_seed_gives_the_same_first_epoch() {
         "--seed",
         "10",
     ];
-    train(&data, &sb.path("c"), &other).ok();
+    train_tiny(&data, &sb.path("c"), &other).ok();
     let c = read_epochs(&sb.path("c/epochs.parquet")).unwrap();
     assert_ne!(a[0].train_loss, c[0].train_loss);
 }
@@ -314,7 +272,7 @@ fn folds_select_validation_patients() {
     let sb = Sandbox::new();
     let data = dataset(&sb, 9, 2, &["--folds", "3"]);
     let run = sb.path("run");
-    train(
+    train_tiny(
         &data,
         &run,
         &[
@@ -338,7 +296,7 @@ fn folds_select_validation_patients() {
     assert!(v > 0 && t > 0);
     let other = Sandbox::new();
     let nofold = dataset(&other, 4, 2, &[]);
-    let e = train(&nofold, &sb.path("r2"), &["--fold", "0"]).expect_code(2);
+    let e = train_tiny(&nofold, &sb.path("r2"), &["--fold", "0"]).expect_code(2);
     assert!(e.stderr.contains("--folds"), "{}", e.stderr);
 }
 
@@ -349,7 +307,7 @@ fn bad_inputs_are_one_line_errors_with_exit_code_2() {
     synth(&tree, 4, 1, &[]);
     let data = sb.path("data");
     prepare(&tree, &data, &[]);
-    let no_split = train(&data, &sb.path("r"), &[]).expect_code(2);
+    let no_split = train_tiny(&data, &sb.path("r"), &[]).expect_code(2);
     assert!(no_split.stderr.contains("split"), "{}", no_split.stderr);
     assert_eq!(
         no_split.stderr.trim().lines().count(),
@@ -357,16 +315,16 @@ fn bad_inputs_are_one_line_errors_with_exit_code_2() {
         "{}",
         no_split.stderr
     );
-    let no_data = train(&sb.path("nothing"), &sb.path("r"), &[]).expect_code(2);
+    let no_data = train_tiny(&sb.path("nothing"), &sb.path("r"), &[]).expect_code(2);
     assert_eq!(
         no_data.stderr.trim().lines().count(),
         1,
         "{}",
         no_data.stderr
     );
-    let bad_flag = train(&data, &sb.path("r"), &["--lr=-1"]).expect_code(2);
+    let bad_flag = train_tiny(&data, &sb.path("r"), &["--lr=-1"]).expect_code(2);
     assert!(bad_flag.stderr.contains("--lr"), "{}", bad_flag.stderr);
-    let bad_fusion = train(&data, &sb.path("r"), &["--fusion", "most"]).expect_code(2);
+    let bad_fusion = train_tiny(&data, &sb.path("r"), &["--fusion", "most"]).expect_code(2);
     assert_eq!(
         bad_fusion.stderr.trim().lines().count(),
         1,
@@ -375,11 +333,11 @@ fn bad_inputs_are_one_line_errors_with_exit_code_2() {
     );
     if !cfg!(feature = "cuda") {
         lungseg(["-q", "split", "--data", data.to_str().unwrap()]).ok();
-        let cuda = train(&data, &sb.path("r"), &["--device", "cuda"]).expect_code(2);
+        let cuda = train_tiny(&data, &sb.path("r"), &["--device", "cuda"]).expect_code(2);
         assert!(cuda.stderr.contains("cuda"), "{}", cuda.stderr);
         // A corrupt checkpoint on --resume.
         let run = sb.path("r3");
-        train(
+        train_tiny(
             &data,
             &run,
             &["--max-epochs", "2", "--max-steps-per-epoch", "1"],
@@ -390,7 +348,7 @@ fn bad_inputs_are_one_line_errors_with_exit_code_2() {
         st["finished"] = serde_json::Value::Bool(false);
         std::fs::write(run.join("train_state.json"), st.to_string()).unwrap();
         std::fs::write(run.join("last.safetensors"), b"not a checkpoint").unwrap();
-        let corrupt = train(
+        let corrupt = train_tiny(
             &data,
             &run,
             &[
