@@ -79,4 +79,19 @@ for name, r in rows.items():
         print(f"| {name.removeprefix('train_rss_')} patients | {r['max_rss_mb']:.0f} | {r['wall_s']:.1f} |")
 print("\nOne epoch of 20 steps at width 8 plus a full validation pass; the loader streams row groups, "
       "so memory should not grow with the data.\n")
+print("""## Notes
+
+- **prepare** misses its 5x target. `perf` of `lungseg prepare` shows about a third of the CPU in zstd
+  compressing the f32 pixel column, which one writer thread does while the decode pool works; PNG
+  inflate is about 15%. The notebook loop decodes only: it writes and compresses nothing and keeps
+  every slice in RAM. Next steps: compress shards in parallel (record positions are known up front,
+  `ShardWriter::position_of`) or encode row groups in parallel.
+- **Train step**: candle 0.11 on CPU stays 5-7x slower than PyTorch's oneDNN kernels. lungseg's own
+  conv2d backward (`src/model/fast_conv.rs`: im2col grad-input, shift-gemm grad-weight) is the
+  "fast / reference" column; the forward pass and BatchNorm are still candle's.
+- **GPU**: `scripts/gpu-check.sh` (CUDA tests, a 2-epoch run, candle vs PyTorch on the GPU) is ready
+  but has not run yet: the task that wrote this file was not lent a GPU. Build its bundle with
+  `bash scripts/gpu-bundle.sh` and carry `.gpu/`.
+- Streaming and prepare figures depend on the page cache; the script warms it before measuring.
+""")
 print("## Reproduce\n\n```sh\nmake bench                       # full run, rewrites this file\nBENCH_SMALL=1 make bench         # smoke run\nBENCH_SKIP_TORCH=1 make bench    # without the PyTorch baseline\n```")

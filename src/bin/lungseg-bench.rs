@@ -90,16 +90,7 @@ fn train_step(
         VarBuilder::from_varmap(&vm, DType::F32, &dev),
     )?;
     lungseg::train::init::init_like_pytorch(&vm, 0)?;
-    let vars: Vec<(String, candle_core::Var)> = {
-        let map = vm.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let mut v: Vec<_> = map
-            .iter()
-            .filter(|(n, _)| !lungseg::model::is_running_stat(n))
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
+    let vars = lungseg::model::trainable_vars(&vm);
     let mut opt = Adam::new(vars, AdamParams::default())?;
     let mut rng = SplitMix64::new(0);
     let n = batch * size * size;

@@ -247,19 +247,20 @@ pub fn is_running_stat(name: &str) -> bool {
     name.ends_with(".running_mean") || name.ends_with(".running_var")
 }
 
-/// The variables an optimizer should update: everything in `varmap` except batch-norm running
-/// statistics, sorted by name so the order is deterministic.
-pub fn trainable_vars(varmap: &VarMap) -> Vec<Var> {
+/// The variables an optimizer should update, with their names: everything in `varmap` except
+/// batch-norm running statistics, sorted by name so the order is deterministic.
+pub fn trainable_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     let map = varmap
         .data()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut named: Vec<(&String, &Var)> = map
+    let mut named: Vec<(String, Var)> = map
         .iter()
         .filter(|(name, _)| !is_running_stat(name))
+        .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
-    named.sort_by(|a, b| a.0.cmp(b.0));
-    named.into_iter().map(|(_, v)| v.clone()).collect()
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
 }
 
 #[cfg(test)]
@@ -389,7 +390,11 @@ mod tests {
             weight_decay: 0.0,
             ..Default::default()
         };
-        let mut opt = AdamW::new(trainable_vars(&varmap), params)?;
+        let vars = trainable_vars(&varmap)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        let mut opt = AdamW::new(vars, params)?;
         let before = soft_dice_loss(&net.forward_t(&x, true)?, &y)?;
         opt.backward_step(&before)?;
         let after = soft_dice_loss(&net.forward_t(&x, true)?, &y)?;

@@ -17,9 +17,9 @@ use super::{device, init};
 use crate::atomic::{remove_if_exists, write_json_atomic};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{DataDir, RunDir};
-use crate::model::{is_running_stat, UNet, UNetConfig};
+use crate::model::{trainable_vars, UNet, UNetConfig};
 use crate::rng::SplitMix64;
-use candle_core::{DType, Device, ModuleT, Var};
+use candle_core::{DType, Device, ModuleT};
 use candle_nn::{VarBuilder, VarMap};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -213,8 +213,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
         vb,
     )
     .map_err(tensor_err("building the U-Net"))?;
-    let mut opt =
-        Adam::new(named_trainables(&varmap), s.adam()).map_err(tensor_err("optimizer"))?;
+    let mut opt = Adam::new(trainable_vars(&varmap), s.adam()).map_err(tensor_err("optimizer"))?;
 
     let (mut state, mut rows) = match start {
         Start::Resume(st) => {
@@ -354,22 +353,6 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
         stop_reason: state.stop_reason,
         device: device_name,
     })
-}
-
-/// The model's trainable variables with their names, sorted by name (running statistics are
-/// updated by batch-norm itself, not by the optimizer).
-fn named_trainables(varmap: &VarMap) -> Vec<(String, Var)> {
-    let map = varmap
-        .data()
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut named: Vec<(String, Var)> = map
-        .iter()
-        .filter(|(name, _)| !is_running_stat(name))
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
 }
 
 struct EpochContext<'a> {
