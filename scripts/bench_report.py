@@ -81,11 +81,12 @@ print("\nOne epoch of 20 steps at width 8 plus a full validation pass; the loade
       "so memory should not grow with the data.\n")
 print("""## Notes
 
-- **prepare** misses its 5x target. `perf` of `lungseg prepare` shows about a third of the CPU in zstd
-  compressing the f32 pixel column, which one writer thread does while the decode pool works; PNG
-  inflate is about 15%. The notebook loop decodes only: it writes and compresses nothing and keeps
-  every slice in RAM. Next steps: compress shards in parallel (record positions are known up front,
-  `ShardWriter::position_of`) or encode row groups in parallel.
+- **prepare** misses its 5x target. It is CPU-bound: decoding on the pool and compression on the
+  writer thread together keep both cores busy. `perf` puts about a third of the CPU in zstd (level 1)
+  compressing the f32 pixel column, about 15% in PNG inflate, and page faults and allocation next.
+  The notebook loop decodes only: it writes and compresses nothing and keeps every slice in RAM.
+  Reaching 5x would need well under half the current CPU per slice, which compressed f32 shards do
+  not leave room for. Next steps: reuse the per-slice buffers, and store 8-bit sources at 8 bits.
 - **Train step**: candle 0.11 on CPU stays 5-7x slower than PyTorch's oneDNN kernels. lungseg's own
   conv2d backward (`src/model/fast_conv.rs`: im2col grad-input, shift-gemm grad-weight) is the
   "fast / reference" column; the forward pass and BatchNorm are still candle's.

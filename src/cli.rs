@@ -42,13 +42,13 @@ pub enum Command {
     Split(SplitArgs),
     /// Train the U-Net on the split, stopping early on a recall-first validation score.
     Train(Box<TrainArgs>),
-    /// Summarise every run under a folder: report.md, learning curves, recall-precision curves.
-    Report(ReportArgs),
     /// Evaluate a run on whole slices: pooled, per-slice, lesion- and nodule-level metrics, a
     /// threshold sweep and overlays, written to RUN_DIR/eval/.
     Eval(EvalArgs),
     /// Segment PNG files of any size with a trained run; writes masks and overlays.
     Predict(PredictArgs),
+    /// Summarise every run under a folder: report.md, learning curves, recall-precision curves.
+    Report(ReportArgs),
 }
 
 /// `lungseg report`.
