@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::layout::DataDir;
 use crate::schema;
 use crate::table::TableWriter;
+use arrow_array::builder::BinaryBuilder;
 use arrow_array::{ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray};
 use std::sync::Arc;
 
@@ -124,10 +125,15 @@ fn columns(records: &[SliceRecord]) -> Vec<ArrayRef> {
     let ints = |f: fn(&SliceRecord) -> i32| -> ArrayRef {
         Arc::new(Int32Array::from_iter_values(records.iter().map(f)))
     };
-    let image_bytes: Vec<Vec<u8>> = records
-        .iter()
-        .map(|r| r.image.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
+    // One contiguous value buffer for the image column: no per-row byte vectors.
+    let total: usize = records.iter().map(|r| r.image.len() * 4).sum();
+    let mut images = BinaryBuilder::with_capacity(records.len(), total);
+    let mut row = Vec::new();
+    for r in records {
+        row.clear();
+        row.extend(r.image.iter().flat_map(|v| v.to_le_bytes()));
+        images.append_value(&row);
+    }
     vec![
         strings(|r| &r.slice_id),
         strings(|r| &r.patient_id),
@@ -139,7 +145,7 @@ fn columns(records: &[SliceRecord]) -> Vec<ArrayRef> {
         ints(|r| r.height as i32),
         ints(|r| r.width as i32),
         ints(|r| i32::from(r.source_bits)),
-        Arc::new(BinaryArray::from_iter_values(image_bytes.iter())),
+        Arc::new(images.finish()),
         Arc::new(BinaryArray::from_iter_values(
             records.iter().map(|r| &r.mask),
         )),
