@@ -315,7 +315,7 @@ fn thread_count_does_not_change_the_output() {
 fn a_killed_prepare_is_detected_and_rebuilt_identically() {
     let sb = Sandbox::new();
     let tree = sb.path("tree");
-    synth(&tree, 40, 5, &[]);
+    synth(&tree, 80, 5, &[]);
     let clean = sb.path("clean");
     prepare(&tree, &clean, &["--shard-rows", "8", "--threads", "1"]);
     let data = sb.path("data");
