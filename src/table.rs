@@ -95,11 +95,6 @@ impl TableWriter {
         self.rows
     }
 
-    /// Bytes written to disk so far (approximate until finished).
-    pub fn bytes_written(&self) -> usize {
-        self.inner.bytes_written()
-    }
-
     /// Closes the file and renames it into place. Returns the file size.
     pub fn finish(self) -> Result<u64> {
         self.inner

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use reject::write_rejects;
 use serde::{Deserialize, Serialize};
 use shard_writer::ShardWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// The stage settings (`pipeline/prepare.toml`, overridable by flags).
@@ -352,9 +352,4 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
         + write_manifest(&data.manifest(), &manifest)?
         + write_rejects(&data.rejects(), &rejects)?;
     Ok(counts)
-}
-
-/// Whether `path` holds a complete prepared data directory.
-pub fn is_complete(path: &Path) -> bool {
-    DataDir::new(path).prepare_record().is_file()
 }

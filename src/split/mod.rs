@@ -9,6 +9,7 @@ use crate::layout::DataDir;
 use crate::prepare::natural::natural_cmp;
 use crate::schema;
 use crate::table::{column, read_table, write_table};
+use crate::train::loader::{write_index, IndexEntry};
 use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -146,14 +147,19 @@ impl SplitReport {
 /// The rule recorded in `split.json`.
 pub const RULE: &str = "val iff mix64(fnv1a64(\"<seed>:<patient_id>\")) / 2^64 < val_ratio (if that leaves a side empty, the patient with the lowest hash joins val); fold = mix64(fnv1a64(\"<seed>:<patient_id>\") ^ 0x5851F42D4C957F2D) mod folds (mix64 = SplitMix64 finaliser)";
 
-/// One manifest row, as the split needs it.
+/// One manifest row, as the split needs it: the index entry it becomes, plus its mask pixels.
 #[derive(Debug, Clone)]
 struct IndexRow {
-    slice_id: String,
-    shard: String,
-    row: i64,
-    patient_id: String,
+    entry: IndexEntry,
     mask_pixels: i64,
+}
+
+impl std::ops::Deref for IndexRow {
+    type Target = IndexEntry;
+
+    fn deref(&self) -> &IndexEntry {
+        &self.entry
+    }
 }
 
 fn read_manifest(data: &DataDir) -> Result<Vec<IndexRow>> {
@@ -173,10 +179,12 @@ fn read_manifest(data: &DataDir) -> Result<Vec<IndexRow>> {
         let pixels = column::<Int64Array>(&batch, "mask_pixels", &path)?;
         for i in 0..batch.num_rows() {
             rows.push(IndexRow {
-                slice_id: ids.value(i).to_string(),
-                shard: shards.value(i).to_string(),
-                row: rws.value(i),
-                patient_id: patients.value(i).to_string(),
+                entry: IndexEntry {
+                    slice_id: ids.value(i).to_string(),
+                    shard: shards.value(i).to_string(),
+                    row: rws.value(i),
+                    patient_id: patients.value(i).to_string(),
+                },
                 mask_pixels: pixels.value(i),
             });
         }
@@ -296,8 +304,8 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitReport> {
     };
     remove_if_exists(&data.split_record())?;
     write_split_table(&data, &patients)?;
-    write_index(&data.train_index(), &train_rows)?;
-    write_index(&data.val_index(), &val_rows)?;
+    write_rows(&data.train_index(), &train_rows)?;
+    write_rows(&data.val_index(), &val_rows)?;
     write_json_atomic(
         &data.split_record(),
         &SplitRecord {
@@ -365,18 +373,9 @@ fn write_split_table(data: &DataDir, patients: &[PatientSplit]) -> Result<u64> {
     write_table(&data.split_table(), schema::spec("split"), columns)
 }
 
-fn write_index(path: &std::path::Path, rows: &[&IndexRow]) -> Result<u64> {
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &r.slice_id),
-        )),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.shard))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.row))),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &r.patient_id),
-        )),
-    ];
-    write_table(path, schema::spec("slice_index"), columns)
+fn write_rows(path: &std::path::Path, rows: &[&IndexRow]) -> Result<u64> {
+    let entries: Vec<&IndexEntry> = rows.iter().map(|r| &r.entry).collect();
+    write_index(path, &entries)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod index;
 mod plan;
 mod shard;
 
-pub use index::{IndexEntry, SliceIndex};
+pub use index::{write_index, IndexEntry, SliceIndex};
 
 use crate::error::{Error, Result};
 use crate::layout::DataDir;

@@ -4,11 +4,7 @@
 use crate::layout::DataDir;
 use crate::prepare::shard_writer::ShardWriter;
 use crate::prepare::slice::SliceRecord;
-use crate::schema;
-use crate::table::write_table;
 use crate::train::loader::{IndexEntry, SliceIndex};
-use arrow_array::{ArrayRef, Int64Array, StringArray};
-use std::sync::Arc;
 
 /// A temporary data directory with its indexes.
 pub(crate) struct Fixture {
@@ -90,16 +86,8 @@ pub(crate) fn build(
     }
 }
 
-/// Writes a `slice_index` table.
+/// Writes a `slice_index` table with the production writer.
 pub(crate) fn write_index(path: &std::path::Path, entries: &[IndexEntry]) {
-    let strings = |f: fn(&IndexEntry) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(entries.iter().map(f)))
-    };
-    let cols = vec![
-        strings(|e| &e.slice_id),
-        strings(|e| &e.shard),
-        Arc::new(Int64Array::from_iter_values(entries.iter().map(|e| e.row))) as ArrayRef,
-        strings(|e| &e.patient_id),
-    ];
-    write_table(path, schema::spec("slice_index"), cols).unwrap();
+    let refs: Vec<&IndexEntry> = entries.iter().collect();
+    super::loader::write_index(path, &refs).unwrap();
 }

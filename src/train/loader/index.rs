@@ -3,10 +3,11 @@
 
 use crate::error::Result;
 use crate::schema;
-use crate::table::{column, read_table};
-use arrow_array::{Int64Array, StringArray};
+use crate::table::{column, read_table, write_table};
+use arrow_array::{ArrayRef, Int64Array, StringArray};
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 /// One row of `train.parquet` / `val.parquet`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,4 +85,22 @@ impl SliceIndex {
     pub fn patients(&self) -> BTreeSet<&str> {
         self.entries.iter().map(|e| e.patient_id.as_str()).collect()
     }
+}
+
+/// Writes entries as a `slice_index` table (`train.parquet` / `val.parquet`), atomically: the
+/// writer beside the reader of the same contract.
+pub fn write_index(path: &Path, entries: &[&IndexEntry]) -> Result<u64> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|e| &e.slice_id),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|e| &e.shard),
+        )),
+        Arc::new(Int64Array::from_iter_values(entries.iter().map(|e| e.row))),
+        Arc::new(StringArray::from_iter_values(
+            entries.iter().map(|e| &e.patient_id),
+        )),
+    ];
+    write_table(path, schema::spec("slice_index"), columns)
 }
