@@ -54,7 +54,15 @@ enum What {
         batch: usize,
         #[arg(long, default_value_t = 1)]
         epochs: u64,
+        /// Where the batches land: cpu, cuda, cuda:N, metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
+}
+
+fn open_device(name: &str) -> anyhow::Result<Device> {
+    let spec: lungseg::train::device::DeviceSpec = name.parse().map_err(anyhow::Error::msg)?;
+    Ok(lungseg::train::device::open(spec)?)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -73,8 +81,7 @@ fn train_step(
     forward_only: bool,
     reference_conv: bool,
 ) -> anyhow::Result<serde_json::Value> {
-    let spec: lungseg::train::device::DeviceSpec = device.parse().map_err(anyhow::Error::msg)?;
-    let dev = lungseg::train::device::open(spec)?;
+    let dev = open_device(device)?;
     let vm = VarMap::new();
     let conv = if reference_conv {
         ConvImpl::CandleReference
@@ -126,7 +133,13 @@ fn train_step(
     }))
 }
 
-fn stream(data: &std::path::Path, batch: usize, epochs: u64) -> anyhow::Result<serde_json::Value> {
+fn stream(
+    data: &std::path::Path,
+    batch: usize,
+    epochs: u64,
+    device: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let dev = open_device(device)?;
     let dir = DataDir::new(data);
     let index = SliceIndex::read(&dir.train_index())?;
     let sampler = PatchSampler {
@@ -142,7 +155,7 @@ fn stream(data: &std::path::Path, batch: usize, epochs: u64) -> anyhow::Result<s
         let mut rng = SplitMix64::new(epoch);
         for b in Batcher::new(s).batch_size(batch) {
             let b = PatchBatch::from_samples(&b?, &sampler, &mut rng);
-            let (x, _y) = b.to_tensors(&Device::Cpu)?;
+            let (x, _y) = b.to_tensors(&dev)?;
             patches += x.dims()[0];
         }
     }
@@ -150,6 +163,7 @@ fn stream(data: &std::path::Path, batch: usize, epochs: u64) -> anyhow::Result<s
     Ok(serde_json::json!({
         "what": "stream", "patches": patches, "seconds": s, "patches_per_s": patches as f64 / s,
         "slices_in_index": index.len(), "epochs": epochs,
+        "device": lungseg::train::device::describe(&dev),
     }))
 }
 
@@ -179,7 +193,8 @@ fn main() -> ExitCode {
             data,
             batch,
             epochs,
-        } => stream(&data, batch, epochs),
+            device,
+        } => stream(&data, batch, epochs, &device),
     };
     match result {
         Ok(v) => {

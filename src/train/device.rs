@@ -131,8 +131,9 @@ mod tests {
         }
     }
 
-    /// On a CUDA build with a GPU: the U-Net's forward pass and one training step's loss agree
-    /// with the CPU within float tolerance. Skips (passes) when no GPU is present.
+    /// On a CUDA build with a GPU: the U-Net's forward pass, the loss and every parameter's
+    /// gradient agree with the CPU within float tolerance. Skips (passes) when no GPU is present,
+    /// unless `LUNGSEG_REQUIRE_CUDA` is set (as `scripts/gpu-check.sh` does).
     #[cfg(feature = "cuda")]
     #[test]
     fn cuda_matches_cpu_forward_and_step() {
@@ -140,11 +141,18 @@ mod tests {
         use crate::train::loss::LossKind;
         use candle_core::{DType, ModuleT, Tensor};
         use candle_nn::{VarBuilder, VarMap};
-        let Ok(gpu) = Device::new_cuda(0) else {
-            eprintln!("no CUDA device; skipping");
-            return;
+        let gpu = match Device::new_cuda(0) {
+            Ok(gpu) => gpu,
+            Err(e) if std::env::var_os("LUNGSEG_REQUIRE_CUDA").is_some() => {
+                panic!("LUNGSEG_REQUIRE_CUDA is set but no CUDA device opened: {e}")
+            }
+            Err(_) => {
+                eprintln!("no CUDA device; skipping");
+                return;
+            }
         };
-        let run = |device: &Device| -> (Vec<f32>, f32) {
+        // Returns (probabilities, loss, per-parameter gradient sums of squares by name).
+        let run = |device: &Device| -> (Vec<f32>, f32, Vec<(String, f32)>) {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
             let model = UNet::new(&UNetConfig { base_channels: 4 }, vb).unwrap();
@@ -159,15 +167,39 @@ mod tests {
             let y = Tensor::from_vec(y, (2, 1, 32, 32), device).unwrap();
             let logits = model.forward_t(&x, true).unwrap();
             let loss = LossKind::Dice.compute(&logits, &y).unwrap();
+            let grads = loss.backward().unwrap();
+            let mut grad_norms: Vec<(String, f32)> = vm
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|(name, var)| {
+                    let g = grads.get(var.as_tensor())?;
+                    Some((
+                        name.clone(),
+                        g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap(),
+                    ))
+                })
+                .collect();
+            grad_norms.sort_by(|a, b| a.0.cmp(&b.0));
             let probs = candle_nn::ops::sigmoid(&model.forward_t(&x, false).unwrap()).unwrap();
             (
                 probs.flatten_all().unwrap().to_vec1().unwrap(),
                 loss.to_scalar().unwrap(),
+                grad_norms,
             )
         };
-        let (p_cpu, l_cpu) = run(&Device::Cpu);
-        let (p_gpu, l_gpu) = run(&gpu);
+        let (p_cpu, l_cpu, g_cpu) = run(&Device::Cpu);
+        let (p_gpu, l_gpu, g_gpu) = run(&gpu);
         assert!((l_cpu - l_gpu).abs() < 1e-4, "{l_cpu} vs {l_gpu}");
+        assert!(!g_cpu.is_empty());
+        assert_eq!(g_cpu.len(), g_gpu.len());
+        for ((name, a), (_, b)) in g_cpu.iter().zip(&g_gpu) {
+            assert!(
+                (a - b).abs() <= 1e-3 * a.abs().max(1e-6),
+                "grad² of {name}: {a} vs {b}"
+            );
+        }
         let worst = p_cpu
             .iter()
             .zip(&p_gpu)
