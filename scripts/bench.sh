@@ -24,7 +24,7 @@ export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
 WITH_CV2=1 bash scripts/ensure-python-deps.sh
 if [ "${BENCH_SKIP_TORCH:-0}" != 1 ]; then bash scripts/ensure-torch.sh >/dev/null; fi
 # 160 patients of the synthetic default hold about 2,100 slices; 1,600 about 21,000.
-if [ "${BENCH_SMALL:-0}" = 1 ]; then P1=12; P10=40; STEPS=1; else P1=160; P10=1600; STEPS=3; fi
+if [ "${BENCH_SMALL:-0}" = 1 ]; then P1=12; P10=40; STEPS=1; REPS=2; else P1=160; P10=1600; STEPS=3; REPS=7; fi
 mkdir -p "$WORK"
 LOG=$WORK/results.jsonl
 : > "$LOG"
@@ -46,23 +46,49 @@ print(json.dumps(rec))
 PY
 }
 
+# stage_json NAME PREPARE_JSON: appends prepare's own counts (stage seconds, bytes) as NAME_stage.
+stage_json() {
+  python3 - "$1" "$2" >> "$LOG" <<'PY'
+import json, sys
+name, path = sys.argv[1:]
+c = json.load(open(path))["counts"]
+print(json.dumps({"name": name + "_stage", "stdout": c}))
+PY
+}
+
 echo "bench: synthetic trees ($P1 and $P10 patients)" >&2
 for n in $P1 $P10; do
   [ -d "$WORK/tree-$n" ] || "$BIN" -q synth --out "$WORK/tree-$n" --patients "$n" --seed 17
 done
 rm -rf "$WORK/data-$P1" "$WORK/data-$P10"
 
-echo "bench: prepare vs the notebook loader" >&2
+echo "bench: prepare vs the notebook loader ($REPS interleaved rounds)" >&2
 sync; cat "$WORK"/tree-$P1/*/*/images/*.png > /dev/null  # same warm page cache for both
-time_json seed_loader python3 scripts/seed_loader.py "$WORK/tree-$P1"
-time_json prepare_1x "$BIN" -q prepare --input "$WORK/tree-$P1" --out "$WORK/data-$P1" --threads "$THREADS"
+# Each round runs the notebook loop, then prepare with the default plain image column, then with
+# --image-compression zstd; the report takes medians. prepare's own stage time (prepare.json
+# counts.seconds: walk, decode, write shards and tables) is compared with the notebook loop's own
+# timer (the loop alone, without interpreter start-up or imports).
+for r in $(seq 1 "$REPS"); do
+  time_json "seed_loader_r$r" python3 scripts/seed_loader.py "$WORK/tree-$P1"
+  for codec in none zstd; do
+    rm -rf "$WORK/data-$P1-$codec"
+    time_json "prepare_${codec}_r$r" "$BIN" -q prepare --input "$WORK/tree-$P1" \
+      --out "$WORK/data-$P1-$codec" --threads "$THREADS" --image-compression "$codec"
+    stage_json "prepare_${codec}_r$r" "$WORK/data-$P1-$codec/prepare.json"
+  done
+done
+rm -rf "$WORK/data-$P1" && mv "$WORK/data-$P1-none" "$WORK/data-$P1"
 time_json prepare_10x "$BIN" -q prepare --input "$WORK/tree-$P10" --out "$WORK/data-$P10" --threads "$THREADS"
+stage_json prepare_10x "$WORK/data-$P10/prepare.json"
 "$BIN" -q split --data "$WORK/data-$P1"
+"$BIN" -q split --data "$WORK/data-$P1-zstd"
 "$BIN" -q split --data "$WORK/data-$P10"
 
 echo "bench: stream" >&2
 "$BENCH" stream --data "$WORK/data-$P1" --epochs 1 > /dev/null  # warm the page cache
 time_json stream "$BENCH" stream --data "$WORK/data-$P1" --epochs 3
+"$BENCH" stream --data "$WORK/data-$P1-zstd" --epochs 1 > /dev/null
+time_json stream_zstd "$BENCH" stream --data "$WORK/data-$P1-zstd" --epochs 3
 
 echo "bench: train step (batch 8, 128x128, $THREADS threads)" >&2
 for base in 8 64; do

@@ -2,6 +2,9 @@
 """Turns scripts/bench.sh's results.jsonl into BENCHMARKS.md (ratios against baselines measured
 in the same run). Usage: bench_report.py RESULTS.jsonl THREADS > BENCHMARKS.md"""
 import datetime
+import os
+import re
+import statistics
 import json
 import platform
 import subprocess
@@ -36,21 +39,64 @@ print(f"Measured by `make bench` (`scripts/bench.sh`) on {datetime.date.today()}
       "machine. Raw results: `$BENCH_DIR/results.jsonl`.\n")
 
 print("## prepare\n")
-seed = rows.get("seed_loader")
-p1 = rows.get("prepare_1x")
-p10 = rows.get("prepare_10x")
-seed_slices = out("seed_loader", "slices_seen")
-if seed and p1 and seed_slices:
-    seed_rate = seed_slices / out("seed_loader", "seconds")
-    ours = seed_slices / p1["wall_s"]
-    print("| | slices | wall s | slices/s | peak RSS MB |\n|---|---|---|---|---|")
-    print(f"| notebook loader loop (`scripts/seed_loader.py`, cv2 + numpy, load only) | {seed_slices} | {out('seed_loader', 'seconds'):.2f} | {seed_rate:.0f} | {seed['max_rss_mb']:.0f} |")
-    print(f"| `lungseg prepare` (decode, fuse, write zstd Parquet) | {seed_slices} | {p1['wall_s']:.2f} | {ours:.0f} | {p1['max_rss_mb']:.0f} |")
-    if p10:
-        print(f"| `lungseg prepare`, 10x tree | ~{seed_slices * 10} | {p10['wall_s']:.2f} | {seed_slices * 10 / p10['wall_s']:.0f} | {p10['max_rss_mb']:.0f} |")
-    print(f"\n**prepare / notebook loop: {ours / seed_rate:.2f}x** slices per second (target >= 5x). "
-          f"Peak RSS {p1['max_rss_mb']:.0f} MB at 1x and {p10['max_rss_mb'] if p10 else float('nan'):.0f} MB at 10x (target <= 300 MB, flat). "
-          "The notebook loop keeps every slice in memory, so its RSS grows with the tree.\n")
+
+
+def rounds(prefix):
+    """Results of the interleaved rounds NAME_r1, NAME_r2, ... in round order."""
+    names = sorted((k for k in rows if re.fullmatch(re.escape(prefix) + r"_r\d+", k)),
+                   key=lambda k: int(k.rsplit("_r", 1)[1]))
+    return [rows[k] for k in names]
+
+
+seed_runs = rounds("seed_loader")
+if seed_runs:
+    slices = seed_runs[0]["stdout"]["slices_seen"]
+    seed_s = [r["stdout"]["seconds"] for r in seed_runs]
+    seed_med = statistics.median(seed_s)
+    print(f"{len(seed_runs)} interleaved rounds on the same {slices}-slice tree, warm page cache; medians, "
+          "with the range over rounds. prepare's **stage time** is its own timer (walk, decode, fuse, "
+          "write shards, manifest and rejects; `counts.seconds` in prepare.json), the counterpart of the "
+          "notebook loop's own timer (the loop alone, without interpreter start-up or imports). "
+          "**Process wall** is the whole `lungseg prepare` command under `/usr/bin/time`.\n")
+    print("| | median s | range s | slices/s | vs notebook loop | shards MB | peak RSS MB |\n|---|---|---|---|---|---|---|")
+    print(f"| notebook loader loop (`scripts/seed_loader.py`: cv2 + numpy, load only, nothing written) | "
+          f"{seed_med:.3f} | {min(seed_s):.3f}-{max(seed_s):.3f} | {slices / seed_med:.0f} | 1.00x | - | "
+          f"{statistics.median(r['max_rss_mb'] for r in seed_runs):.0f} |")
+    headline = {}
+    for codec, label in (("none", "image column plain (default)"), ("zstd", "`--image-compression zstd`")):
+        runs = rounds(f"prepare_{codec}")
+        stages = rounds(f"prepare_{codec}") and [rows.get(f"prepare_{codec}_r{i + 1}_stage") for i in range(len(runs))]
+        if not runs or not all(stages):
+            continue
+        stage_s = [st["stdout"]["seconds"] for st in stages]
+        wall_s = [r["wall_s"] for r in runs]
+        mb = stages[0]["stdout"]["bytes"] / 1e6
+        rss = statistics.median(r["max_rss_mb"] for r in runs)
+        for what, vals in (("stage time", stage_s), ("process wall", wall_s)):
+            med = statistics.median(vals)
+            print(f"| `lungseg prepare`, {label}, {what} | {med:.3f} | {min(vals):.3f}-{max(vals):.3f} | "
+                  f"{slices / med:.0f} | **{seed_med / med:.2f}x** | {mb:.1f} | {rss:.0f} |")
+            headline[(codec, what)] = seed_med / med
+        per_round = [a / b for a, b in zip(seed_s, stage_s)]
+        headline[(codec, "rounds")] = (min(per_round), max(per_round))
+    p10 = rows.get("prepare_10x")
+    p10s = rows.get("prepare_10x_stage")
+    if p10 and p10s:
+        c = p10s["stdout"]
+        print(f"| `lungseg prepare`, 10x tree (default), stage time | {c['seconds']:.3f} | - | "
+              f"{c['slices_seen'] / c['seconds']:.0f} | - | {c['bytes'] / 1e6:.1f} | {p10['max_rss_mb']:.0f} |")
+    if ("none", "stage time") in headline:
+        lo, hi = headline[("none", "rounds")]
+        print(f"\n**prepare / notebook loop: {headline[('none', 'stage time')]:.2f}x** by stage time "
+              f"(per-round ratios {lo:.2f}-{hi:.2f}x; {headline[('none', 'process wall')]:.2f}x by process wall). "
+              "Target >= 5x.")
+    if ("zstd", "stage time") in headline:
+        print(f"With the image column zstd-compressed as well: {headline[('zstd', 'stage time')]:.2f}x.")
+    p1 = rounds("prepare_none")
+    if p1 and p10:
+        print(f"Peak RSS {statistics.median(r['max_rss_mb'] for r in p1):.0f} MB at 1x and {p10['max_rss_mb']:.0f} MB at "
+              "10x (target <= 300 MB, flat). The notebook loop keeps every slice in memory, so its RSS grows "
+              "with the tree.\n")
 
 print("## Train step (batch 8, 128x128, forward + backward + Adam)\n")
 print("| width | candle s/step | candle s/step, candle's own conv backward | PyTorch s/step | candle / PyTorch throughput | fast / reference conv backward | candle fwd s | PyTorch fwd s |\n|---|---|---|---|---|---|---|---|")
@@ -67,10 +113,12 @@ for base in (8, 64):
 print(f"\nPyTorch: {out('torch_step_b64', 'torch') or 'not measured'}. A ratio below 1 means candle is slower.\n")
 
 print("## Streaming (shards -> device-ready patch batches)\n")
-s = rows.get("stream")
-if s:
-    print(f"{out('stream', 'patches'):.0f} patches in {out('stream', 'seconds'):.2f} s: "
-          f"**{out('stream', 'patches_per_s'):.0f} patches/s** (target >= 5,000), peak RSS {s['max_rss_mb']:.0f} MB.\n")
+for name, label in (("stream", "plain image column (default)"), ("stream_zstd", "zstd image column")):
+    r = rows.get(name)
+    if r:
+        print(f"- {label}: {out(name, 'patches'):.0f} patches in {out(name, 'seconds'):.2f} s: "
+              f"**{out(name, 'patches_per_s'):.0f} patches/s** (target >= 5,000), peak RSS {r['max_rss_mb']:.0f} MB.")
+print()
 
 print("## Training memory\n")
 print("| data | peak RSS MB | wall s |\n|---|---|---|")
@@ -79,20 +127,53 @@ for name, r in rows.items():
         print(f"| {name.removeprefix('train_rss_')} patients | {r['max_rss_mb']:.0f} | {r['wall_s']:.1f} |")
 print("\nOne epoch of 20 steps at width 8 plus a full validation pass; the loader streams row groups, "
       "so memory should not grow with the data.\n")
+gpu_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "gpu")
+
+
+def jsonl(path):
+    try:
+        return [json.loads(l) for l in open(path) if l.strip().startswith("{")]
+    except OSError:
+        return []
+
+
+candle_gpu = jsonl(os.path.join(gpu_dir, "candle-cuda.json"))
+torch_gpu = jsonl(os.path.join(gpu_dir, "torch-cuda.json"))
+if candle_gpu and torch_gpu:
+    meta = open(os.path.join(gpu_dir, "measured.txt")).read().strip().splitlines()
+    meta = dict(l.split(": ", 1) for l in meta if ": " in l)
+    print("## GPU (CUDA)\n")
+    print(f"Measured by `scripts/gpu-check.sh` on {meta.get('date', '?')}, {meta.get('device', '?')}, "
+          f"revision {meta.get('revision', '?')}; raw results in `docs/gpu/`. Not re-measured by `make bench` "
+          "(this machine has no GPU). Batch 8, 128x128, median of 20 steps after 3 warm-up steps; "
+          "candle and PyTorch on the same GPU in the same call.\n")
+    print("| width | mode | candle ms/step | PyTorch ms/step | candle / PyTorch throughput |\n|---|---|---|---|---|")
+    for c in candle_gpu:
+        t = next((t for t in torch_gpu if t["base"] == c["base"] and t["mode"] == c["mode"]), None)
+        if t:
+            print(f"| {c['base']} | {c['mode']} | {c['seconds_per_step'] * 1e3:.1f} | "
+                  f"{t['seconds_per_step'] * 1e3:.1f} | {t['seconds_per_step'] / c['seconds_per_step']:.2f}x |")
+    st = jsonl(os.path.join(gpu_dir, "stream-cuda.json"))
+    if st:
+        print(f"\nStreaming shards to CUDA batches: {st[0]['patches_per_s']:.0f} patches/s on the node.")
+    print("\ncandle 0.11 has no cuDNN path in this build: its CUDA conv2d is im2col + cuBLAS and its "
+          "conv backward goes through a naive transposed convolution, so a training step is ~12x "
+          "slower than PyTorch (cuDNN) at width 64. The 2-epoch training run in the same call "
+          "reached Dice 0.77 on validation (`docs/gpu/gpu-check.log`).\n")
+
 print("""## Notes
 
-- **prepare** misses its 5x target. It is CPU-bound: decoding on the pool and compression on the
-  writer thread together keep both cores busy. `perf` puts about a third of the CPU in zstd (level 1)
-  compressing the f32 pixel column, about 15% in PNG inflate, and page faults and allocation next.
-  The notebook loop decodes only: it writes and compresses nothing and keeps every slice in RAM.
-  Reaching 5x would need well under half the current CPU per slice, which compressed f32 shards do
-  not leave room for. Next steps: reuse the per-slice buffers, and store 8-bit sources at 8 bits.
+- **prepare** is CPU-bound on both cores: PNG inflate and unfiltering (~40% of its CPU), opening
+  and reading ~5 files per slice (~17%), and writing the shards (~20%). Two changes made the
+  difference against the notebook loop: the f32 image column is stored plain by default (zstd at
+  ~300 MB/s on f32 pixels cost a third of the CPU for a 3.2x smaller column; `--image-compression
+  zstd` restores it), and glibc no longer returns freed slice buffers to the kernel between batches
+  (`src/malloc_tuning.rs`; page faults had taken ~20%). PNGs are decoded with the `png` crate into
+  reused buffers, intensities come from a lookup table, and the tree walk runs one patient per task.
 - **Train step**: candle 0.11 on CPU stays 5-7x slower than PyTorch's oneDNN kernels. lungseg's own
   conv2d backward (`src/model/fast_conv.rs`: im2col grad-input, shift-gemm grad-weight) is the
   "fast / reference" column; the forward pass and BatchNorm are still candle's.
-- **GPU**: `scripts/gpu-check.sh` (CUDA tests, a 2-epoch run, candle vs PyTorch on the GPU) is ready
-  but has not run yet: the task that wrote this file was not lent a GPU. Build its bundle with
-  `bash scripts/gpu-bundle.sh` and carry `.gpu/`.
-- Streaming and prepare figures depend on the page cache; the script warms it before measuring.
+- Timings on this shared 2-core VM vary by +-15% from run to run; hence the interleaved rounds and
+  medians for prepare. Streaming and prepare figures depend on the page cache; the script warms it.
 """)
 print("## Reproduce\n\n```sh\nmake bench                       # full run, rewrites this file\nBENCH_SMALL=1 make bench         # smoke run\nBENCH_SKIP_TORCH=1 make bench    # without the PyTorch baseline\n```")

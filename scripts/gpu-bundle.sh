@@ -9,6 +9,27 @@ cd "$(dirname "$0")/.."
 bash scripts/install-cuda-toolkit.sh >/dev/null
 export CARGO_TARGET_DIR=${CUDA_TARGET_DIR:-$HOME/.cache/lungseg-target-cuda}
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-80}
+# candle links cuBLAS at build time (cudarc's dynamic-linking), and cuBLAS's symbols carry the
+# soname as their version ("libcublas.so.11"), so a binary linked against the local 11.8 toolkit
+# cannot start on a node that has only CUDA 13. Link instead against CUDA 13's libcublas.so.13
+# (from NVIDIA's pip wheel, ~440 MB, fetched once and kept here, never carried), through a
+# CUDA_ROOT that holds it beside the local driver, nvrtc, curand and cudart libraries.
+CU13=${CUBLAS13_ROOT:-$HOME/.cache/lungseg-cublas13}
+if [ ! -e "$CU13/lib64/libcublasLt.so.13" ]; then
+  mkdir -p "$CU13/wheel" "$CU13/lib64"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 -d "$CU13/wheel" "nvidia-cublas>=13,<14"
+  unzip -o -q -j "$CU13"/wheel/nvidia_cublas-*.whl 'nvidia/cu13/lib/libcublas.so.13' \
+    'nvidia/cu13/lib/libcublasLt.so.13' -d "$CU13/lib64"
+  rm -rf "$CU13/wheel"
+fi
+ln -sf libcublas.so.13 "$CU13/lib64/libcublas.so"
+ln -sf libcublasLt.so.13 "$CU13/lib64/libcublasLt.so"
+for l in libcuda.so libnvrtc.so libcurand.so libcudart.so; do
+  ln -sf "/usr/lib/x86_64-linux-gnu/$l" "$CU13/lib64/$l"
+done
+export CUDA_ROOT=$CU13
 cargo build --features cuda --bins
 tests=$(cargo test --features cuda --lib --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one-command check for a GPU node (CUDA, no Rust, no network). Needs .gpu/ from
 # scripts/gpu-bundle.sh. Runs: the CUDA unit tests, a 2-epoch training run on synthetic data, and
-# the train-step benchmark against PyTorch on the same GPU. Writes results under $OUT.
+# the train-step benchmark against PyTorch on the same GPU. Writes results under $OUT; copy
+# measured.txt and the *.json files into docs/gpu/ for `make bench` to report them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -17,6 +18,12 @@ python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2
 G=$G/gpu
 
 step "node"
+{
+  echo "date: $(date -u +%F)"
+  echo "device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+  echo "revision: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "command: scripts/gpu-check.sh"
+} | tee "$OUT/measured.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 ldconfig -p | grep -E "libcuda\.so|libcublas|libcurand|libcudart" | head -20 || true
 # cudarc dlopens cuBLAS/cuRAND by trying unversioned then versioned names; give it unversioned

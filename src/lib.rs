@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod layout;
+pub mod malloc_tuning;
 pub mod model;
 pub mod predict;
 pub mod prepare;

@@ -12,25 +12,35 @@ use parquet::schema::types::ColumnPath;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// Writer properties shared by every table: zstd level 3, statistics on. Binary (pixel) columns
-/// skip dictionary encoding and statistics: every value is unique and min/max of pixel blobs
-/// helps no reader.
-pub fn writer_properties(
-    row_group_rows: usize,
-    spec: &TableSpec,
-    zstd_level: i32,
-) -> WriterProperties {
+/// How a table is written.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions<'a> {
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// zstd level of the compressed columns.
+    pub zstd_level: i32,
+    /// Columns stored without compression.
+    pub uncompressed_columns: &'a [&'a str],
+}
+
+/// Writer properties shared by every table: zstd, statistics on. Binary (pixel) columns skip
+/// dictionary encoding and statistics: every value is unique and min/max of pixel blobs helps no
+/// reader.
+pub fn writer_properties(spec: &TableSpec, options: &WriteOptions) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(zstd_level).unwrap_or_default(),
+            ZstdLevel::try_new(options.zstd_level).unwrap_or_default(),
         ))
-        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_created_by(format!("lungseg {}", env!("CARGO_PKG_VERSION")));
     for c in spec.columns.iter().filter(|c| c.data_type == "Binary") {
         let path = ColumnPath::from(c.name.as_str());
         b = b
             .set_column_dictionary_enabled(path.clone(), false)
             .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    for name in options.uncompressed_columns {
+        b = b.set_column_compression(ColumnPath::from(*name), Compression::UNCOMPRESSED);
     }
     b.build()
 }
@@ -48,22 +58,22 @@ pub struct TableWriter {
 impl TableWriter {
     /// Starts writing `path` with the contract `spec` (zstd level 3).
     pub fn create(path: &Path, spec: TableSpec, row_group_rows: usize) -> Result<Self> {
-        Self::create_with_level(path, spec, row_group_rows, 3)
+        let options = WriteOptions {
+            row_group_rows,
+            zstd_level: 3,
+            uncompressed_columns: &[],
+        };
+        Self::create_with(path, spec, &options)
     }
 
-    /// Starts writing `path` with the contract `spec` and a zstd level.
-    pub fn create_with_level(
-        path: &Path,
-        spec: TableSpec,
-        row_group_rows: usize,
-        zstd_level: i32,
-    ) -> Result<Self> {
+    /// Starts writing `path` with the contract `spec` and explicit options.
+    pub fn create_with(path: &Path, spec: TableSpec, options: &WriteOptions) -> Result<Self> {
         let tmp = temporary_name(path);
         let file = File::create(&tmp).at(&tmp)?;
         let inner = ArrowWriter::try_new(
             file,
             spec.arrow_schema(),
-            Some(writer_properties(row_group_rows, &spec, zstd_level)),
+            Some(writer_properties(&spec, options)),
         )
         .map_err(|e| Error::parquet(&tmp, e))?;
         Ok(Self {

@@ -1,8 +1,6 @@
 //! Decodes a PNG into one grayscale plane the way OpenCV's `IMREAD_GRAYSCALE` reads it, keeping
 //! 16-bit samples (which hold HU + offset) at full depth.
 
-use image::{DynamicImage, ImageFormat};
-
 /// A decoded grayscale plane.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrayPlane {
@@ -57,66 +55,393 @@ pub fn gray_from_rgb16(r: u16, g: u16, b: u16) -> u16 {
 
 /// Decodes PNG bytes into a grayscale plane. Alpha is dropped, as OpenCV does.
 pub fn decode_png(bytes: &[u8]) -> Result<GrayPlane, DecodeFailure> {
-    let img = image::load_from_memory_with_format(bytes, ImageFormat::Png)
-        .map_err(|e| DecodeFailure::Corrupt(e.to_string()))?;
-    let (width, height) = (img.width() as usize, img.height() as usize);
-    if width == 0 || height == 0 {
-        return Err(DecodeFailure::Empty);
-    }
-    let (bits, samples, was_colour): (u8, Vec<u16>, bool) = match img {
-        DynamicImage::ImageLuma8(b) => {
-            (8, b.into_raw().into_iter().map(u16::from).collect(), false)
-        }
-        DynamicImage::ImageLumaA8(b) => (8, b.pixels().map(|p| u16::from(p.0[0])).collect(), false),
-        DynamicImage::ImageRgb8(b) => (
-            8,
-            b.pixels()
-                .map(|p| u16::from(gray_from_rgb8(p.0[0], p.0[1], p.0[2])))
-                .collect(),
-            true,
-        ),
-        DynamicImage::ImageRgba8(b) => (
-            8,
-            b.pixels()
-                .map(|p| u16::from(gray_from_rgb8(p.0[0], p.0[1], p.0[2])))
-                .collect(),
-            true,
-        ),
-        DynamicImage::ImageLuma16(b) => (16, b.into_raw(), false),
-        DynamicImage::ImageLumaA16(b) => (16, b.pixels().map(|p| p.0[0]).collect(), false),
-        DynamicImage::ImageRgb16(b) => (
-            16,
-            b.pixels()
-                .map(|p| gray_from_rgb16(p.0[0], p.0[1], p.0[2]))
-                .collect(),
-            true,
-        ),
-        DynamicImage::ImageRgba16(b) => (
-            16,
-            b.pixels()
-                .map(|p| gray_from_rgb16(p.0[0], p.0[1], p.0[2]))
-                .collect(),
-            true,
-        ),
-        other => {
-            return Err(DecodeFailure::Unsupported(format!(
-                "pixel format {:?} has no grayscale reading",
-                other.color()
-            )))
-        }
-    };
+    let mut scratch = PngScratch::default();
+    let view = scratch.decode(bytes)?;
     Ok(GrayPlane {
-        height,
-        width,
-        bits,
-        samples,
-        was_colour,
+        height: view.height,
+        width: view.width,
+        bits: view.bits(),
+        samples: match view.samples {
+            GraySamples::Eight(v) => v.iter().map(|&s| u16::from(s)).collect(),
+            GraySamples::Sixteen(v) => v.to_vec(),
+        },
+        was_colour: view.was_colour,
     })
+}
+
+/// A decoded plane's samples, borrowed from the [`PngScratch`] that decoded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraySamples<'a> {
+    /// From an 8-bit PNG.
+    Eight(&'a [u8]),
+    /// From a 16-bit PNG.
+    Sixteen(&'a [u16]),
+}
+
+/// A decoded grayscale plane that borrows its samples from the decoder's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrayView<'a> {
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// Row-major samples.
+    pub samples: GraySamples<'a>,
+    /// The source had colour channels and was converted to gray.
+    pub was_colour: bool,
+}
+
+impl GrayView<'_> {
+    /// 8 or 16.
+    pub fn bits(&self) -> u8 {
+        match self.samples {
+            GraySamples::Eight(_) => 8,
+            GraySamples::Sixteen(_) => 16,
+        }
+    }
+}
+
+/// Decoder buffers reused across files, so that decoding a slice allocates nothing once they
+/// have grown: one per worker thread.
+#[derive(Debug, Default)]
+pub struct PngScratch {
+    /// The PNG's decoded output, before any gray conversion.
+    raw: Vec<u8>,
+    /// Gray samples converted from colour or alpha 8-bit output.
+    gray8: Vec<u8>,
+    /// Gray samples of 16-bit output, in native byte order.
+    gray16: Vec<u16>,
+}
+
+/// The most bytes one decoded frame may take (png's own default is 64 MiB).
+const MAX_DECODED_BYTES: usize = 1 << 30;
+
+impl PngScratch {
+    /// Decodes `bytes` into this scratch's buffers and returns a view of the gray plane.
+    ///
+    /// This reads exactly what `image::load_from_memory` reads (the `png` crate with its
+    /// `EXPAND` transformation: palettes become RGB(A), gray below 8 bits is scaled to 8 bits,
+    /// tRNS becomes alpha), without the intermediate `DynamicImage`. 8-bit gray, the common
+    /// case, is returned straight from the decoder's output without another pass.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<GrayView<'_>, DecodeFailure> {
+        let corrupt = |e: png::DecodingError| DecodeFailure::Corrupt(e.to_string());
+        let mut decoder = png::Decoder::new_with_limits(
+            std::io::Cursor::new(bytes),
+            png::Limits {
+                bytes: MAX_DECODED_BYTES,
+            },
+        );
+        decoder.set_transformations(png::Transformations::EXPAND);
+        let mut reader = decoder.read_info().map_err(corrupt)?;
+        let (width, height) = (reader.info().width as usize, reader.info().height as usize);
+        if width == 0 || height == 0 {
+            return Err(DecodeFailure::Empty);
+        }
+        let (colour, depth) = reader.output_color_type();
+        let size = reader.output_buffer_size().ok_or_else(|| {
+            DecodeFailure::Unsupported(format!("{width}x{height} is too large to decode"))
+        })?;
+        // next_frame overwrites all `size` bytes, so a buffer that is already long enough is
+        // only shortened, not zeroed again.
+        if self.raw.len() < size {
+            self.raw.resize(size, 0);
+        }
+        self.raw.truncate(size);
+        reader.next_frame(&mut self.raw).map_err(corrupt)?;
+        let channels = match colour {
+            png::ColorType::Grayscale => 1,
+            png::ColorType::GrayscaleAlpha => 2,
+            png::ColorType::Rgb => 3,
+            png::ColorType::Rgba => 4,
+            png::ColorType::Indexed => {
+                return Err(DecodeFailure::Unsupported(
+                    "indexed colour was not expanded".into(),
+                ))
+            }
+        };
+        let sixteen = match depth {
+            png::BitDepth::Eight => false,
+            png::BitDepth::Sixteen => true,
+            other => {
+                return Err(DecodeFailure::Unsupported(format!(
+                    "{colour:?} at {} bits per sample has no grayscale reading",
+                    other as u8
+                )))
+            }
+        };
+        let n = width * height;
+        let bytes_per_pixel = channels * if sixteen { 2 } else { 1 };
+        let raw = self.raw.get(..n * bytes_per_pixel).ok_or_else(|| {
+            DecodeFailure::Corrupt("decoded frame is shorter than its header says".into())
+        })?;
+        let be16 = |p: &[u8], i: usize| u16::from_be_bytes([p[2 * i], p[2 * i + 1]]);
+        let samples = match (channels, sixteen) {
+            (1, false) => GraySamples::Eight(raw),
+            (2, false) => {
+                self.gray8.clear();
+                self.gray8.extend(raw.chunks_exact(2).map(|p| p[0]));
+                GraySamples::Eight(&self.gray8)
+            }
+            (_, false) => {
+                self.gray8.clear();
+                self.gray8.extend(
+                    raw.chunks_exact(channels)
+                        .map(|p| gray_from_rgb8(p[0], p[1], p[2])),
+                );
+                GraySamples::Eight(&self.gray8)
+            }
+            (1 | 2, true) => {
+                self.gray16.clear();
+                self.gray16
+                    .extend(raw.chunks_exact(2 * channels).map(|p| be16(p, 0)));
+                GraySamples::Sixteen(&self.gray16)
+            }
+            (_, true) => {
+                self.gray16.clear();
+                self.gray16.extend(
+                    raw.chunks_exact(2 * channels)
+                        .map(|p| gray_from_rgb16(be16(p, 0), be16(p, 1), be16(p, 2))),
+                );
+                GraySamples::Sixteen(&self.gray16)
+            }
+        };
+        Ok(GrayView {
+            height,
+            width,
+            samples,
+            was_colour: channels >= 3,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::{DynamicImage, ImageFormat};
+
+    /// The reading `decode_png` must reproduce: the `image` crate's decoder, then OpenCV's gray
+    /// conversion per pixel format (the implementation before the direct `png` decoder).
+    fn reference(bytes: &[u8]) -> (usize, usize, u8, Vec<u16>, bool) {
+        let img = image::load_from_memory_with_format(bytes, ImageFormat::Png).unwrap();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let (bits, samples, colour) = match img {
+            DynamicImage::ImageLuma8(b) => {
+                (8, b.pixels().map(|p| u16::from(p.0[0])).collect(), false)
+            }
+            DynamicImage::ImageLumaA8(b) => {
+                (8, b.pixels().map(|p| u16::from(p.0[0])).collect(), false)
+            }
+            DynamicImage::ImageRgb8(b) => (
+                8,
+                b.pixels()
+                    .map(|p| u16::from(gray_from_rgb8(p.0[0], p.0[1], p.0[2])))
+                    .collect(),
+                true,
+            ),
+            DynamicImage::ImageRgba8(b) => (
+                8,
+                b.pixels()
+                    .map(|p| u16::from(gray_from_rgb8(p.0[0], p.0[1], p.0[2])))
+                    .collect(),
+                true,
+            ),
+            DynamicImage::ImageLuma16(b) => (16, b.pixels().map(|p| p.0[0]).collect(), false),
+            DynamicImage::ImageLumaA16(b) => (16, b.pixels().map(|p| p.0[0]).collect(), false),
+            DynamicImage::ImageRgb16(b) => (
+                16,
+                b.pixels()
+                    .map(|p| gray_from_rgb16(p.0[0], p.0[1], p.0[2]))
+                    .collect(),
+                true,
+            ),
+            DynamicImage::ImageRgba16(b) => (
+                16,
+                b.pixels()
+                    .map(|p| gray_from_rgb16(p.0[0], p.0[1], p.0[2]))
+                    .collect(),
+                true,
+            ),
+            other => panic!("unexpected {:?}", other.color()),
+        };
+        (h, w, bits, samples, colour)
+    }
+
+    /// A PNG written by the `png` encoder directly, for formats `image` cannot write.
+    fn raw_png(
+        w: u32,
+        h: u32,
+        colour: png::ColorType,
+        depth: png::BitDepth,
+        palette: Option<Vec<u8>>,
+        trns: Option<Vec<u8>>,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut e = png::Encoder::new(&mut out, w, h);
+            e.set_color(colour);
+            e.set_depth(depth);
+            if let Some(p) = palette {
+                e.set_palette(p);
+            }
+            if let Some(t) = trns {
+                e.set_trns(t);
+            }
+            let mut wr = e.write_header().unwrap();
+            wr.write_image_data(data).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn direct_decoder_matches_the_image_crate_for_every_pixel_format() {
+        let mut rng = crate::rng::SplitMix64::new(5);
+        let mut bytes = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.next_u64() as u8).collect() };
+        let (w, h) = (7u32, 5u32);
+        let n = (w * h) as usize;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "gray8",
+                png(DynamicImage::ImageLuma8(
+                    image::GrayImage::from_raw(w, h, bytes(n)).unwrap(),
+                )),
+            ),
+            (
+                "gray-alpha8",
+                raw_png(
+                    w,
+                    h,
+                    png::ColorType::GrayscaleAlpha,
+                    png::BitDepth::Eight,
+                    None,
+                    None,
+                    &bytes(2 * n),
+                ),
+            ),
+            (
+                "rgb8",
+                raw_png(
+                    w,
+                    h,
+                    png::ColorType::Rgb,
+                    png::BitDepth::Eight,
+                    None,
+                    None,
+                    &bytes(3 * n),
+                ),
+            ),
+            (
+                "rgba8",
+                raw_png(
+                    w,
+                    h,
+                    png::ColorType::Rgba,
+                    png::BitDepth::Eight,
+                    None,
+                    None,
+                    &bytes(4 * n),
+                ),
+            ),
+            (
+                "gray16",
+                raw_png(
+                    w,
+                    h,
+                    png::ColorType::Grayscale,
+                    png::BitDepth::Sixteen,
+                    None,
+                    None,
+                    &bytes(2 * n),
+                ),
+            ),
+            (
+                "gray-alpha16",
+                raw_png(
+                    w,
+                    h,
+                    png::ColorType::GrayscaleAlpha,
+                    png::BitDepth::Sixteen,
+                    None,
+                    None,
+                    &bytes(4 * n),
+                ),
+            ),
+            (
+                "rgb16",
+                raw_png(
+                    w,
+                    h,
+                    png::ColorType::Rgb,
+                    png::BitDepth::Sixteen,
+                    None,
+                    None,
+                    &bytes(6 * n),
+                ),
+            ),
+            (
+                "rgba16",
+                raw_png(
+                    w,
+                    h,
+                    png::ColorType::Rgba,
+                    png::BitDepth::Sixteen,
+                    None,
+                    None,
+                    &bytes(8 * n),
+                ),
+            ),
+            // 1-bit gray: rows of ceil(7/8) = 1 byte; EXPAND scales 1 to 255.
+            (
+                "gray1",
+                raw_png(
+                    w,
+                    h,
+                    png::ColorType::Grayscale,
+                    png::BitDepth::One,
+                    None,
+                    None,
+                    &bytes(h as usize),
+                ),
+            ),
+            (
+                "gray4",
+                raw_png(
+                    w,
+                    h,
+                    png::ColorType::Grayscale,
+                    png::BitDepth::Four,
+                    None,
+                    None,
+                    &bytes(4 * h as usize),
+                ),
+            ),
+            // A 4-entry palette, 8-bit indices 0..3, and a tRNS chunk (becomes alpha, dropped).
+            (
+                "palette",
+                raw_png(
+                    w,
+                    h,
+                    png::ColorType::Indexed,
+                    png::BitDepth::Eight,
+                    Some(vec![0, 0, 0, 200, 100, 50, 9, 9, 9, 255, 255, 254]),
+                    Some(vec![255, 128]),
+                    &bytes(n).iter().map(|b| b % 4).collect::<Vec<_>>(),
+                ),
+            ),
+        ];
+        // One scratch for every case, so that reused buffers are exercised too.
+        let mut scratch = PngScratch::default();
+        for (name, png_bytes) in &cases {
+            let v = scratch.decode(png_bytes).unwrap();
+            let samples: Vec<u16> = match v.samples {
+                GraySamples::Eight(s) => s.iter().map(|&x| u16::from(x)).collect(),
+                GraySamples::Sixteen(s) => s.to_vec(),
+            };
+            let got = (v.height, v.width, v.bits(), samples, v.was_colour);
+            assert_eq!(got, reference(png_bytes), "{name}");
+            assert_eq!(decode_png(png_bytes).unwrap().samples, got.3, "{name}");
+        }
+    }
 
     fn png(img: DynamicImage) -> Vec<u8> {
         let mut out = std::io::Cursor::new(Vec::new());

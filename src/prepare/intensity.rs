@@ -1,6 +1,7 @@
 //! Maps stored pixel values to [0,1] intensities, and documents why the notebook's formula is
 //! wrong for 8-bit PNGs.
 
+use super::decode::GraySamples;
 use serde::{Deserialize, Serialize};
 
 /// How intensities are mapped.
@@ -53,6 +54,51 @@ impl IntensityRules {
     }
 }
 
+/// [`IntensityRules::map`] tabulated for every 8-bit and 16-bit sample, so that mapping a slice
+/// is one lookup per pixel (built once per run: 257 KiB).
+#[derive(Debug, Clone)]
+pub struct IntensityLut {
+    eight: Box<[f32; 256]>,
+    sixteen: Vec<f32>,
+}
+
+impl IntensityLut {
+    /// Tabulates `rules`.
+    pub fn new(rules: &IntensityRules) -> Self {
+        let mut eight = Box::new([0f32; 256]);
+        for (v, slot) in (0..=255u16).zip(eight.iter_mut()) {
+            *slot = rules.map(v, 8);
+        }
+        Self {
+            eight,
+            sixteen: (0..=u16::MAX).map(|v| rules.map(v, 16)).collect(),
+        }
+    }
+
+    /// Replaces `out` with the mapped intensities of `samples` as little-endian f32 bytes, the
+    /// shards' `image` encoding.
+    pub fn write_le_bytes(&self, samples: GraySamples<'_>, out: &mut Vec<u8>) {
+        out.clear();
+        match samples {
+            GraySamples::Eight(v) => {
+                out.reserve(v.len() * 4);
+                out.extend(
+                    v.iter()
+                        .flat_map(|&s| self.eight[usize::from(s)].to_le_bytes()),
+                );
+            }
+            GraySamples::Sixteen(v) => {
+                out.reserve(v.len() * 4);
+                out.extend(v.iter().flat_map(|&s| {
+                    // The table covers every u16, so the fallback is never taken.
+                    let x = self.sixteen.get(usize::from(s)).copied().unwrap_or(1.0);
+                    x.to_le_bytes()
+                }));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +143,31 @@ mod tests {
         assert_eq!(r.map(255, 8), 1.0);
         // 16-bit: IMREAD_GRAYSCALE keeps the high byte: 1024 >> 8 = 4 → (4 + 1350)/1500.
         assert!((r.map(1024, 16) - 1354.0 / 1500.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lut_bytes_equal_map_for_every_sample_and_mode() {
+        for mode in [WindowMode::Auto, WindowMode::SeedCompat] {
+            let r = rules(mode);
+            let lut = IntensityLut::new(&r);
+            let all16: Vec<u16> = (0..=u16::MAX).collect();
+            let mut out = Vec::new();
+            lut.write_le_bytes(GraySamples::Sixteen(&all16), &mut out);
+            for (chunk, &v) in out.chunks_exact(4).zip(&all16) {
+                let got = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                assert_eq!(got.to_bits(), r.map(v, 16).to_bits(), "{mode:?} 16-bit {v}");
+            }
+            let all8: Vec<u8> = (0..=255).collect();
+            lut.write_le_bytes(GraySamples::Eight(&all8), &mut out);
+            assert_eq!(out.len(), 256 * 4);
+            for (chunk, &v) in out.chunks_exact(4).zip(&all8) {
+                let got = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                assert_eq!(
+                    got.to_bits(),
+                    r.map(u16::from(v), 8).to_bits(),
+                    "{mode:?} 8-bit {v}"
+                );
+            }
+        }
     }
 }

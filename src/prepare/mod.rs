@@ -18,7 +18,7 @@ use manifest::{write_manifest, ManifestRow};
 use rayon::prelude::*;
 use reject::write_rejects;
 use serde::{Deserialize, Serialize};
-use shard_writer::ShardWriter;
+use shard_writer::{ImageCompression, ShardWriter};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -44,6 +44,9 @@ pub struct PrepareSettings {
     pub row_group_rows: usize,
     /// Decoding threads (0 = all cores). Does not change the output.
     pub threads: usize,
+    /// How the shards' `image` column is stored (the other columns are always zstd).
+    #[serde(default = "ImageCompression::before_the_setting")]
+    pub image_compression: ImageCompression,
 }
 
 impl PrepareSettings {
@@ -270,7 +273,19 @@ const DECODE_BATCH: usize = 256;
 
 fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
     let s = &cfg.settings;
-    let tree = walk::walk(&cfg.input);
+    crate::malloc_tuning::retain_freed_memory();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(s.threads)
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", s.threads)))?;
+    let phase = Instant::now();
+    let tree = pool.install(|| walk::walk(&cfg.input));
+    tracing::debug!(
+        "walk: {} slice jobs in {:.3}s",
+        tree.jobs.len(),
+        phase.elapsed().as_secs_f64()
+    );
+    let phase = Instant::now();
     let mut counts = PrepareCounts {
         patients: tree.patients,
         nodules: tree.nodules,
@@ -284,18 +299,19 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
         ..PrepareCounts::default()
     };
     let mut rejects = tree.rejects;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(s.threads)
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", s.threads)))?;
-    let rules = s.intensity();
+    let lut = intensity::IntensityLut::new(&s.intensity());
     let bar = crate::progress::bar(tree.jobs.len() as u64, "prepare", cfg.quiet);
     let mut manifest: Vec<ManifestRow> = Vec::new();
     // Decoding runs on the pool while a writer thread encodes and compresses the previous
     // batch; record positions are known up front because shards hold exactly shard_rows rows.
     let (n_shards, shard_bytes) = std::thread::scope(|scope| -> Result<(usize, u64)> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<slice::SliceRecord>>(1);
-        let mut shards = ShardWriter::new(data.clone(), s.shard_rows, s.row_group_rows);
+        let mut shards = ShardWriter::new(
+            data.clone(),
+            s.shard_rows,
+            s.row_group_rows,
+            s.image_compression,
+        );
         let writer = scope.spawn(move || -> Result<(usize, u64)> {
             for batch in rx {
                 for record in batch {
@@ -308,7 +324,9 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
             let outcomes: Vec<slice::SliceOutcome> = pool.install(|| {
                 batch
                     .par_iter()
-                    .map(|j| slice::process(j, &rules))
+                    .map_init(slice::SliceScratch::default, |scratch, j| {
+                        slice::process(j, &lut, scratch)
+                    })
                     .collect()
             });
             let mut kept = Vec::with_capacity(outcomes.len());
@@ -342,10 +360,12 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
         }
         drop(tx);
         bar.finish_and_clear();
+        tracing::debug!("decoding done at {:.3}s", phase.elapsed().as_secs_f64());
         writer
             .join()
             .map_err(|_| Error::input(data.shards_dir(), "the shard writer thread panicked"))?
     })?;
+    tracing::debug!("decode and shards: {:.3}s", phase.elapsed().as_secs_f64());
     counts.shards = n_shards;
     counts.rejects = rejects.len();
     counts.bytes = shard_bytes

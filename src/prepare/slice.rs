@@ -1,9 +1,10 @@
 //! Turns one slice job into a `SliceRecord`: decode the image, map intensities, fuse the raters.
 
-use super::decode::{decode_png, DecodeFailure, GrayPlane};
-use super::intensity::IntensityRules;
+use super::decode::{DecodeFailure, GraySamples, GrayView, PngScratch};
+use super::intensity::IntensityLut;
 use super::reject::{Reject, RejectReason};
 use super::walk::{SliceJob, RATERS};
+use std::io::Read;
 use std::path::Path;
 
 /// One kept slice, as stored in a shard row.
@@ -25,8 +26,8 @@ pub struct SliceRecord {
     pub width: usize,
     /// 8 or 16.
     pub source_bits: u8,
-    /// Intensities in [0,1], row-major.
-    pub image: Vec<f32>,
+    /// Intensities in [0,1], row-major, as little-endian f32 bytes (the shard encoding).
+    pub image_f32le: Vec<u8>,
     /// Union of the present raters: 1 where any marked the pixel.
     pub mask: Vec<u8>,
     /// Bit r set where rater r marked the pixel.
@@ -35,6 +36,16 @@ pub struct SliceRecord {
     pub raters_present: u8,
     /// Number of 1s in `mask`.
     pub mask_pixels: u64,
+}
+
+impl SliceRecord {
+    /// The intensities as f32 values.
+    pub fn image_values(&self) -> Vec<f32> {
+        self.image_f32le
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
 }
 
 /// What happened to one slice job.
@@ -48,10 +59,27 @@ pub struct SliceOutcome {
     pub colour_files: usize,
 }
 
+/// Buffers reused from slice to slice on one worker, so that steady-state decoding allocates
+/// only the record's own columns.
+#[derive(Debug, Default)]
+pub struct SliceScratch {
+    png: PngScratch,
+    file: Vec<u8>,
+}
+
 /// Reads and decodes one PNG, or says why it is unusable.
-fn read_plane(path: &Path) -> Result<GrayPlane, (RejectReason, String)> {
-    let bytes = std::fs::read(path).map_err(|e| (RejectReason::IoError, e.to_string()))?;
-    decode_png(&bytes).map_err(|f| match f {
+fn read_plane<'a>(
+    path: &Path,
+    file: &mut Vec<u8>,
+    png: &'a mut PngScratch,
+) -> Result<GrayView<'a>, (RejectReason, String)> {
+    file.clear();
+    // Through `take`, read_to_end reads into the reused buffer without first asking the file
+    // system for the size (one system call less per file).
+    std::fs::File::open(path)
+        .and_then(|f| f.take(u64::MAX).read_to_end(file))
+        .map_err(|e| (RejectReason::IoError, e.to_string()))?;
+    png.decode(file).map_err(|f| match f {
         DecodeFailure::Corrupt(m) => (RejectReason::PngDecode, m),
         DecodeFailure::Unsupported(m) => (RejectReason::UnsupportedPixelFormat, m),
         DecodeFailure::Empty => (RejectReason::EmptyImage, "zero width or height".into()),
@@ -68,74 +96,89 @@ fn mask_relative(job: &SliceJob, rater: usize) -> String {
     format!("{base}/mask-{rater}/{}", job.slice_name)
 }
 
+/// Sets bit `rater` of `bits[i]` wherever the mask sample `i` is above zero.
+fn set_rater_bit(bits: &mut [u8], mask: GraySamples<'_>, rater: usize) {
+    let bit = 1u8 << rater;
+    match mask {
+        GraySamples::Eight(v) => {
+            for (b, &m) in bits.iter_mut().zip(v) {
+                *b |= if m > 0 { bit } else { 0 };
+            }
+        }
+        GraySamples::Sixteen(v) => {
+            for (b, &m) in bits.iter_mut().zip(v) {
+                *b |= if m > 0 { bit } else { 0 };
+            }
+        }
+    }
+}
+
 /// Decodes and fuses one slice. Image problems reject the slice; mask problems reject only that
 /// rater's file, and the slice is kept with the remaining raters.
-pub fn process(job: &SliceJob, rules: &IntensityRules) -> SliceOutcome {
+pub fn process(job: &SliceJob, lut: &IntensityLut, scratch: &mut SliceScratch) -> SliceOutcome {
     let mut out = SliceOutcome {
         record: None,
         rejects: Vec::new(),
         colour_files: 0,
     };
-    let plane = match read_plane(&job.image) {
-        Ok(p) => p,
+    let SliceScratch { png, file } = scratch;
+    let (height, width, bits, image_f32le) = match read_plane(&job.image, file, png) {
+        Ok(plane) => {
+            out.colour_files += usize::from(plane.was_colour);
+            let mut image_f32le = Vec::new();
+            lut.write_le_bytes(plane.samples, &mut image_f32le);
+            (plane.height, plane.width, plane.bits(), image_f32le)
+        }
         Err((reason, detail)) => {
             out.rejects
                 .push(Reject::new(&job.relative, job.place(), reason, detail));
             return out;
         }
     };
-    out.colour_files += usize::from(plane.was_colour);
-    let n = plane.height * plane.width;
-    let mut rater_bits = vec![0u8; n];
+    let mut rater_bits = vec![0u8; height * width];
     let mut raters_present = 0u8;
     for (k, mask_path) in job.masks.iter().enumerate().take(RATERS) {
         let Some(mask_path) = mask_path else { continue };
-        let rel = mask_relative(job, k);
-        let mask = match read_plane(mask_path) {
-            Ok(m) => m,
+        let mask = match read_plane(mask_path, file, png) {
+            Ok(mask) => mask,
             Err((reason, detail)) => {
-                out.rejects
-                    .push(Reject::new(rel, job.place(), reason, detail));
+                out.rejects.push(Reject::new(
+                    mask_relative(job, k),
+                    job.place(),
+                    reason,
+                    detail,
+                ));
                 continue;
             }
         };
         out.colour_files += usize::from(mask.was_colour);
-        if (mask.height, mask.width) != (plane.height, plane.width) {
+        if (mask.height, mask.width) != (height, width) {
             out.rejects.push(Reject::new(
-                rel,
+                mask_relative(job, k),
                 job.place(),
                 RejectReason::MaskSizeMismatch,
                 format!(
                     "mask is {}x{} but its image is {}x{}; rater {k} left out of this slice",
-                    mask.width, mask.height, plane.width, plane.height
+                    mask.width, mask.height, width, height
                 ),
             ));
             continue;
         }
         raters_present |= 1 << k;
-        for (bits, &v) in rater_bits.iter_mut().zip(&mask.samples) {
-            if v > 0 {
-                *bits |= 1 << k;
-            }
-        }
+        set_rater_bit(&mut rater_bits, mask.samples, k);
     }
     let mask: Vec<u8> = rater_bits.iter().map(|&b| u8::from(b != 0)).collect();
     let mask_pixels = mask.iter().map(|&m| u64::from(m)).sum();
-    let image = plane
-        .samples
-        .iter()
-        .map(|&s| rules.map(s, plane.bits))
-        .collect();
     out.record = Some(SliceRecord {
         slice_id: job.slice_id(),
         patient_id: job.patient_id.clone(),
         nodule_id: job.nodule_id.clone(),
         slice_name: job.slice_name.clone(),
         slice_index: job.slice_index,
-        height: plane.height,
-        width: plane.width,
-        source_bits: plane.bits,
-        image,
+        height,
+        width,
+        source_bits: bits,
+        image_f32le,
         mask,
         rater_bits,
         raters_present,

@@ -3,6 +3,7 @@
 
 use super::natural::{natural_cmp, trailing_number};
 use super::reject::{Reject, RejectReason, TreePlace};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
@@ -95,16 +96,38 @@ enum EntryKind {
     Bad(RejectReason, String),
 }
 
-/// Classifies `path`, following symlinks, and catching loops back to `ancestors`.
-fn classify(path: &Path, ancestors: &[PathBuf]) -> EntryKind {
+/// A folder entry as listed: its name, path and, where the OS says so without another system
+/// call, its type.
+struct Entry {
+    name: String,
+    path: PathBuf,
+    file_type: Option<fs::FileType>,
+}
+
+/// Classifies an entry. Plain files and folders are known from the listing; symbolic links and
+/// anything unusual are followed with `metadata`, catching loops back to `ancestors`.
+fn classify(entry: &Entry, ancestors: &[PathBuf]) -> EntryKind {
+    match entry.file_type {
+        Some(t) if t.is_dir() => EntryKind::Dir,
+        Some(t) if t.is_file() => EntryKind::File,
+        _ => classify_path(&entry.path, ancestors),
+    }
+}
+
+/// Classifies `path`, following symlinks, and catching loops back to `ancestors` (folders as
+/// walked, not yet resolved).
+fn classify_path(path: &Path, ancestors: &[PathBuf]) -> EntryKind {
     match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
             let is_link = fs::symlink_metadata(path)
                 .map(|m| m.file_type().is_symlink())
                 .unwrap_or(false);
             if is_link {
+                // Ancestors are kept as walked and resolved only here: links are rare, and
+                // resolving every folder up front cost a `realpath` per patient and nodule.
                 if let Ok(target) = fs::canonicalize(path) {
-                    if ancestors.iter().any(|a| a.starts_with(&target)) {
+                    let resolved = |a: &PathBuf| fs::canonicalize(a).unwrap_or_else(|_| a.clone());
+                    if ancestors.iter().any(|a| resolved(a).starts_with(&target)) {
                         return EntryKind::Bad(
                             RejectReason::SymlinkLoop,
                             format!("symbolic link to an ancestor folder {}", target.display()),
@@ -165,7 +188,7 @@ impl Walker<'_> {
     }
 
     /// Lists a folder's entries sorted naturally, or records why it cannot be listed.
-    fn list(&mut self, dir: &Path, place: &TreePlace) -> Option<Vec<(String, PathBuf)>> {
+    fn list(&mut self, dir: &Path, place: &TreePlace) -> Option<Vec<Entry>> {
         let entries = match fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) => {
@@ -173,12 +196,16 @@ impl Walker<'_> {
                 return None;
             }
         };
-        let mut items: Vec<(String, PathBuf)> = Vec::new();
+        let mut items: Vec<Entry> = Vec::new();
         for entry in entries {
             match entry {
                 Ok(entry) => {
                     let name: OsString = entry.file_name();
-                    items.push((name.to_string_lossy().into_owned(), entry.path()));
+                    items.push(Entry {
+                        name: name.to_string_lossy().into_owned(),
+                        path: entry.path(),
+                        file_type: entry.file_type().ok(),
+                    });
                 }
                 Err(e) => {
                     self.reject(dir, place.clone(), list_error_reason(&e), e.to_string());
@@ -186,31 +213,26 @@ impl Walker<'_> {
                 }
             }
         }
-        items.sort_by(|a, b| natural_cmp(&a.0, &b.0).then_with(|| a.1.cmp(&b.1)));
+        items.sort_by(|a, b| natural_cmp(&a.name, &b.name).then_with(|| a.path.cmp(&b.path)));
         Some(items)
     }
 
-    fn walk_root(&mut self) {
-        let ancestors = vec![fs::canonicalize(self.root).unwrap_or_else(|_| self.root.into())];
-        let Some(items) = self.list(self.root, &TreePlace::default()) else {
-            return;
-        };
-        for (name, path) in items {
-            match classify(&path, &ancestors) {
-                EntryKind::Dir => {
-                    self.out.patients += 1;
-                    self.walk_patient(&name, &path, &ancestors);
-                }
-                EntryKind::File if is_stray_file(&name) => self.out.ignored += 1,
-                EntryKind::File => self.reject(
-                    &path,
-                    TreePlace::default(),
-                    RejectReason::NotADirectory,
-                    "a file where a patient folder belongs".into(),
-                ),
-                EntryKind::Bad(reason, detail) => {
-                    self.reject(&path, TreePlace::default(), reason, detail)
-                }
+    /// Walks one entry of the root: a patient folder, or something to ignore or reject.
+    fn walk_root_entry(&mut self, entry: &Entry, ancestors: &[PathBuf]) {
+        match classify(entry, ancestors) {
+            EntryKind::Dir => {
+                self.out.patients += 1;
+                self.walk_patient(&entry.name, &entry.path, ancestors);
+            }
+            EntryKind::File if is_stray_file(&entry.name) => self.out.ignored += 1,
+            EntryKind::File => self.reject(
+                &entry.path,
+                TreePlace::default(),
+                RejectReason::NotADirectory,
+                "a file where a patient folder belongs".into(),
+            ),
+            EntryKind::Bad(reason, detail) => {
+                self.reject(&entry.path, TreePlace::default(), reason, detail)
             }
         }
     }
@@ -224,18 +246,19 @@ impl Walker<'_> {
             return;
         };
         let mut inner = ancestors.to_vec();
-        inner.push(fs::canonicalize(dir).unwrap_or_else(|_| dir.into()));
-        for (name, path) in items {
-            match classify(&path, &inner) {
-                EntryKind::Dir => self.walk_nodule(patient, &name, &path, &inner),
-                EntryKind::File if is_stray_file(&name) => self.out.ignored += 1,
+        inner.push(dir.to_path_buf());
+        for entry in items {
+            let (name, path) = (&entry.name, &entry.path);
+            match classify(&entry, &inner) {
+                EntryKind::Dir => self.walk_nodule(patient, name, path, &inner),
+                EntryKind::File if is_stray_file(name) => self.out.ignored += 1,
                 EntryKind::File => self.reject(
-                    &path,
+                    path,
                     place.clone(),
                     RejectReason::NotADirectory,
                     "a file where a nodule folder belongs".into(),
                 ),
-                EntryKind::Bad(reason, detail) => self.reject(&path, place.clone(), reason, detail),
+                EntryKind::Bad(reason, detail) => self.reject(path, place.clone(), reason, detail),
             }
         }
     }
@@ -250,16 +273,18 @@ impl Walker<'_> {
             return;
         };
         let mut inner = ancestors.to_vec();
-        inner.push(fs::canonicalize(dir).unwrap_or_else(|_| dir.into()));
+        inner.push(dir.to_path_buf());
         let mut images_dir: Option<PathBuf> = None;
         let mut mask_dirs: [Option<PathBuf>; RATERS] = Default::default();
-        for (name, path) in items {
+        for entry in items {
+            let kind = classify(&entry, &inner);
+            let Entry { name, path, .. } = entry;
             let rater = name
                 .strip_prefix("mask-")
                 .and_then(|k| k.parse::<usize>().ok())
                 .filter(|&k| k < RATERS && name == format!("mask-{k}"));
             let wanted = name == "images" || rater.is_some();
-            match classify(&path, &inner) {
+            match kind {
                 EntryKind::Dir if name == "images" => images_dir = Some(path),
                 EntryKind::Dir => match rater {
                     Some(k) => mask_dirs[k] = Some(path),
@@ -307,8 +332,10 @@ impl Walker<'_> {
         };
         let mut image_names = BTreeSet::new();
         let mut jobs = Vec::new();
-        for (name, path) in images {
-            match classify(&path, ancestors) {
+        for entry in images {
+            let kind = classify(&entry, ancestors);
+            let Entry { name, path, .. } = entry;
+            match kind {
                 EntryKind::File if is_png(&name) => {
                     image_names.insert(name.clone());
                     jobs.push((name, path));
@@ -327,8 +354,10 @@ impl Walker<'_> {
             let Some(items) = self.list(dir, place) else {
                 continue;
             };
-            for (name, path) in items {
-                match classify(&path, ancestors) {
+            for entry in items {
+                let kind = classify(&entry, ancestors);
+                let Entry { name, path, .. } = entry;
+                match kind {
                     EntryKind::File if image_names.contains(&name) => {
                         mask_files[k].insert(name, path);
                     }
@@ -373,14 +402,34 @@ impl Walker<'_> {
     }
 }
 
-/// Walks `root`. Never fails: problems become rejects.
+/// Walks `root`, one patient folder per task on the current rayon pool. Never fails: problems
+/// become rejects. The result does not depend on the number of threads.
 pub fn walk(root: &Path) -> TreeWalk {
-    let mut w = Walker {
+    let ancestors = vec![root.to_path_buf()];
+    let mut top = Walker {
         root,
         out: TreeWalk::default(),
     };
-    w.walk_root();
-    let mut out = w.out;
+    let items = top.list(root, &TreePlace::default()).unwrap_or_default();
+    let parts: Vec<TreeWalk> = items
+        .par_iter()
+        .map(|entry| {
+            let mut w = Walker {
+                root,
+                out: TreeWalk::default(),
+            };
+            w.walk_root_entry(entry, &ancestors);
+            w.out
+        })
+        .collect();
+    let mut out = top.out;
+    for part in parts {
+        out.jobs.extend(part.jobs);
+        out.rejects.extend(part.rejects);
+        out.ignored += part.ignored;
+        out.patients += part.patients;
+        out.nodules += part.nodules;
+    }
     out.jobs.sort_by(|a, b| {
         natural_cmp(&a.patient_id, &b.patient_id)
             .then_with(|| natural_cmp(&a.nodule_id, &b.nodule_id))

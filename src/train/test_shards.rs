@@ -2,7 +2,7 @@
 //! written through the same writers `prepare` and `split` use.
 
 use crate::layout::DataDir;
-use crate::prepare::shard_writer::ShardWriter;
+use crate::prepare::shard_writer::{ImageCompression, ShardWriter};
 use crate::prepare::slice::SliceRecord;
 use crate::train::loader::{IndexEntry, SliceIndex};
 
@@ -20,8 +20,9 @@ pub(crate) struct Fixture {
 pub(crate) fn record(p: usize, k: usize) -> SliceRecord {
     let (h, w) = (6 + k % 3, 5 + k % 2);
     let patient_id = format!("P{p:02}");
-    let image = (0..h * w)
+    let image_f32le = (0..h * w)
         .map(|i| (p * 100 + k) as f32 / 1000.0 + i as f32 * 1e-6)
+        .flat_map(f32::to_le_bytes)
         .collect();
     let mut rater_bits = vec![0u8; h * w];
     rater_bits[(k % h) * w + (k % w)] = 0b0011;
@@ -36,7 +37,7 @@ pub(crate) fn record(p: usize, k: usize) -> SliceRecord {
         height: h,
         width: w,
         source_bits: 8,
-        image,
+        image_f32le,
         mask_pixels: mask.iter().map(|&m| u64::from(m)).sum(),
         mask,
         rater_bits,
@@ -52,10 +53,27 @@ pub(crate) fn build(
     shard_rows: usize,
     row_group_rows: usize,
 ) -> Fixture {
+    build_with(
+        patients,
+        slices,
+        shard_rows,
+        row_group_rows,
+        ImageCompression::None,
+    )
+}
+
+/// [`build`] with an explicit storage of the image column.
+pub(crate) fn build_with(
+    patients: usize,
+    slices: usize,
+    shard_rows: usize,
+    row_group_rows: usize,
+    image_compression: ImageCompression,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::new(dir.path());
     std::fs::create_dir_all(data.shards_dir()).unwrap();
-    let mut writer = ShardWriter::new(data.clone(), shard_rows, row_group_rows);
+    let mut writer = ShardWriter::new(data.clone(), shard_rows, row_group_rows, image_compression);
     let mut all = Vec::new();
     for p in 0..patients {
         for k in 0..slices {

@@ -533,3 +533,75 @@ fn an_unreadable_folder_is_rejected_and_the_run_goes_on() {
     let kept: Vec<String> = read_shards(&data).into_iter().map(|r| r.slice_id).collect();
     assert_eq!(kept, ["P1/nodule-1/s-1"]);
 }
+
+/// The codec of every column chunk of `shard`, by column name (deduplicated across row groups).
+fn column_codecs(shard: &Path) -> BTreeMap<String, String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(shard).unwrap()).unwrap();
+    let mut codecs = BTreeMap::new();
+    for rg in reader.metadata().row_groups() {
+        for c in rg.columns() {
+            let name = c.column_path().string();
+            let codec = format!("{:?}", c.compression());
+            let previous = codecs.insert(name.clone(), codec.clone());
+            assert!(previous.map_or(true, |p| p == codec), "{name}: mixed codecs");
+        }
+    }
+    codecs
+}
+
+#[test]
+fn image_compression_changes_only_the_image_codec_and_the_size() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    synth(&tree, 6, 19, &["--odd-sizes"]);
+    prepare(&tree, &sb.path("plain"), &[]);
+    prepare(&tree, &sb.path("zstd"), &["--image-compression", "zstd"]);
+    // Same rows and pixels either way.
+    let plain = read_shards(&sb.path("plain"));
+    let zstd = read_shards(&sb.path("zstd"));
+    assert!(!plain.is_empty());
+    assert!(
+        plain == zstd,
+        "decoded shard contents must not depend on the codec"
+    );
+    // The default stores only `image` plain; everything else is zstd in both.
+    let shard = |d: &str| sb.path(d).join("shards/slices-00000.parquet");
+    let plain_codecs = column_codecs(&shard("plain"));
+    let zstd_codecs = column_codecs(&shard("zstd"));
+    for (name, codec) in &plain_codecs {
+        let want = if name == "image" {
+            "UNCOMPRESSED"
+        } else {
+            "ZSTD"
+        };
+        assert!(codec.starts_with(want), "default: {name} is {codec}");
+        assert!(
+            zstd_codecs[name].starts_with("ZSTD"),
+            "zstd: {name} is {}",
+            zstd_codecs[name]
+        );
+    }
+    assert_eq!(plain_codecs.len(), 13);
+    // f32 pixels of 8-bit sources compress about 3x.
+    let size = |d: &str| std::fs::metadata(shard(d)).unwrap().len() as f64;
+    let ratio = size("plain") / size("zstd");
+    assert!(
+        (2.0..5.0).contains(&ratio),
+        "plain/zstd shard size {ratio:.2}"
+    );
+    // The setting is recorded, and a rerun with the other codec needs --overwrite.
+    let record = std::fs::read_to_string(sb.path("zstd").join("prepare.json")).unwrap();
+    assert!(
+        record.contains("\"image_compression\": \"zstd\""),
+        "{record}"
+    );
+    lungseg([
+        "prepare",
+        "--input",
+        tree.to_str().unwrap(),
+        "--out",
+        sb.path("zstd").to_str().unwrap(),
+    ])
+    .expect_code(2);
+}
