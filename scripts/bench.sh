@@ -24,7 +24,8 @@ export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
 WITH_CV2=1 bash scripts/ensure-python-deps.sh
 if [ "${BENCH_SKIP_TORCH:-0}" != 1 ]; then bash scripts/ensure-torch.sh >/dev/null; fi
 # 160 patients of the synthetic default hold about 2,100 slices; 1,600 about 21,000.
-if [ "${BENCH_SMALL:-0}" = 1 ]; then P1=12; P10=40; STEPS=1; REPS=2; else P1=160; P10=1600; STEPS=3; REPS=7; fi
+if [ "${BENCH_SMALL:-0}" = 1 ]; then P1=12; P10=40; STEPS=1; REPS=2; REPS10=1
+else P1=160; P10=1600; STEPS=3; REPS=7; REPS10=3; fi
 mkdir -p "$WORK"
 LOG=$WORK/results.jsonl
 : > "$LOG"
@@ -62,24 +63,32 @@ for n in $P1 $P10; do
 done
 rm -rf "$WORK/data-$P1" "$WORK/data-$P10"
 
-echo "bench: prepare vs the notebook loader ($REPS interleaved rounds)" >&2
-sync; cat "$WORK"/tree-$P1/*/*/images/*.png > /dev/null  # same warm page cache for both
-# Each round runs the notebook loop, then prepare with the default plain image column, then with
-# --image-compression zstd; the report takes medians. prepare's own stage time (prepare.json
-# counts.seconds: walk, decode, write shards and tables) is compared with the notebook loop's own
-# timer (the loop alone, without interpreter start-up or imports).
-for r in $(seq 1 "$REPS"); do
-  time_json "seed_loader_r$r" python3 scripts/seed_loader.py "$WORK/tree-$P1"
-  for codec in none zstd; do
-    rm -rf "$WORK/data-$P1-$codec"
-    time_json "prepare_${codec}_r$r" "$BIN" -q prepare --input "$WORK/tree-$P1" \
-      --out "$WORK/data-$P1-$codec" --threads "$THREADS" --image-compression "$codec"
-    stage_json "prepare_${codec}_r$r" "$WORK/data-$P1-$codec/prepare.json"
+# compare_prepare TREE TAG ROUNDS CODECS...: interleaved rounds of the notebook loop and of
+# `lungseg prepare` with each image codec on the same tree; data dirs end up in data-TAG-CODEC.
+# prepare's own stage time (prepare.json counts.seconds: walk, decode, write shards and tables)
+# is compared with the notebook loop's own timer (the loop alone, without interpreter start-up
+# or imports); the report takes medians.
+compare_prepare() {
+  local tree=$1 tag=$2 rounds=$3; shift 3
+  find "$tree" -name '*.png' -exec cat {} + > /dev/null  # same warm page cache for both
+  for r in $(seq 1 "$rounds"); do
+    time_json "seed_loader_${tag}_r$r" python3 scripts/seed_loader.py "$tree"
+    for codec in "$@"; do
+      rm -rf "$WORK/data-$tag-$codec"
+      time_json "prepare_${codec}_${tag}_r$r" "$BIN" -q prepare --input "$tree" \
+        --out "$WORK/data-$tag-$codec" --threads "$THREADS" --image-compression "$codec"
+      stage_json "prepare_${codec}_${tag}_r$r" "$WORK/data-$tag-$codec/prepare.json"
+    done
   done
-done
-rm -rf "$WORK/data-$P1" && mv "$WORK/data-$P1-none" "$WORK/data-$P1"
-time_json prepare_10x "$BIN" -q prepare --input "$WORK/tree-$P10" --out "$WORK/data-$P10" --threads "$THREADS"
-stage_json prepare_10x "$WORK/data-$P10/prepare.json"
+}
+echo "bench: prepare vs the notebook loader: $P1 patients, $REPS rounds" >&2
+compare_prepare "$WORK/tree-$P1" 1x "$REPS" none zstd
+echo "bench: prepare vs the notebook loader: $P10 patients, $REPS10 rounds" >&2
+compare_prepare "$WORK/tree-$P10" 10x "$REPS10" none
+rm -rf "$WORK/data-$P1" "$WORK/data-$P1-zstd" "$WORK/data-$P10"
+mv "$WORK/data-1x-none" "$WORK/data-$P1"
+mv "$WORK/data-1x-zstd" "$WORK/data-$P1-zstd"
+mv "$WORK/data-10x-none" "$WORK/data-$P10"
 "$BIN" -q split --data "$WORK/data-$P1"
 "$BIN" -q split --data "$WORK/data-$P1-zstd"
 "$BIN" -q split --data "$WORK/data-$P10"

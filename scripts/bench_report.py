@@ -42,61 +42,64 @@ print("## prepare\n")
 
 
 def rounds(prefix):
-    """Results of the interleaved rounds NAME_r1, NAME_r2, ... in round order."""
+    """Results of the interleaved rounds PREFIX_r1, PREFIX_r2, ... in round order."""
     names = sorted((k for k in rows if re.fullmatch(re.escape(prefix) + r"_r\d+", k)),
                    key=lambda k: int(k.rsplit("_r", 1)[1]))
     return [rows[k] for k in names]
 
 
-seed_runs = rounds("seed_loader")
-if seed_runs:
+print("Interleaved rounds on the same tree, warm page cache; medians, with the range over rounds. "
+      "prepare's **stage time** is its own timer (walk, decode, fuse, write shards, manifest and "
+      "rejects; `counts.seconds` in prepare.json), the counterpart of the notebook loop's own timer "
+      "(the loop alone, without interpreter start-up or imports). **Process wall** is the whole "
+      "`lungseg prepare` command under `/usr/bin/time`. The notebook loop writes nothing; prepare "
+      "writes every shard and table.\n")
+print("| tree | | median s | range s | slices/s | vs notebook loop | shards MB | peak RSS MB |\n"
+      "|---|---|---|---|---|---|---|---|")
+headline = {}
+rss = {}
+for tag in ("1x", "10x"):
+    seed_runs = rounds(f"seed_loader_{tag}")
+    if not seed_runs:
+        continue
     slices = seed_runs[0]["stdout"]["slices_seen"]
     seed_s = [r["stdout"]["seconds"] for r in seed_runs]
     seed_med = statistics.median(seed_s)
-    print(f"{len(seed_runs)} interleaved rounds on the same {slices}-slice tree, warm page cache; medians, "
-          "with the range over rounds. prepare's **stage time** is its own timer (walk, decode, fuse, "
-          "write shards, manifest and rejects; `counts.seconds` in prepare.json), the counterpart of the "
-          "notebook loop's own timer (the loop alone, without interpreter start-up or imports). "
-          "**Process wall** is the whole `lungseg prepare` command under `/usr/bin/time`.\n")
-    print("| | median s | range s | slices/s | vs notebook loop | shards MB | peak RSS MB |\n|---|---|---|---|---|---|---|")
-    print(f"| notebook loader loop (`scripts/seed_loader.py`: cv2 + numpy, load only, nothing written) | "
+    label = f"{slices} slices, {len(seed_runs)} rounds"
+    print(f"| {label} | notebook loader loop (`scripts/seed_loader.py`: cv2 + numpy, load only) | "
           f"{seed_med:.3f} | {min(seed_s):.3f}-{max(seed_s):.3f} | {slices / seed_med:.0f} | 1.00x | - | "
           f"{statistics.median(r['max_rss_mb'] for r in seed_runs):.0f} |")
-    headline = {}
-    for codec, label in (("none", "image column plain (default)"), ("zstd", "`--image-compression zstd`")):
-        runs = rounds(f"prepare_{codec}")
-        stages = rounds(f"prepare_{codec}") and [rows.get(f"prepare_{codec}_r{i + 1}_stage") for i in range(len(runs))]
+    for codec, name in (("none", "image column plain (default)"), ("zstd", "`--image-compression zstd`")):
+        runs = rounds(f"prepare_{codec}_{tag}")
+        stages = [rows.get(f"prepare_{codec}_{tag}_r{i + 1}_stage") for i in range(len(runs))]
         if not runs or not all(stages):
             continue
         stage_s = [st["stdout"]["seconds"] for st in stages]
         wall_s = [r["wall_s"] for r in runs]
         mb = stages[0]["stdout"]["bytes"] / 1e6
-        rss = statistics.median(r["max_rss_mb"] for r in runs)
+        rss[(codec, tag)] = max(r["max_rss_mb"] for r in runs)
         for what, vals in (("stage time", stage_s), ("process wall", wall_s)):
             med = statistics.median(vals)
-            print(f"| `lungseg prepare`, {label}, {what} | {med:.3f} | {min(vals):.3f}-{max(vals):.3f} | "
-                  f"{slices / med:.0f} | **{seed_med / med:.2f}x** | {mb:.1f} | {rss:.0f} |")
-            headline[(codec, what)] = seed_med / med
+            print(f"| {label} | `lungseg prepare`, {name}, {what} | {med:.3f} | {min(vals):.3f}-{max(vals):.3f} | "
+                  f"{slices / med:.0f} | **{seed_med / med:.2f}x** | {mb:.1f} | {rss[(codec, tag)]:.0f} |")
+            headline[(codec, tag, what)] = seed_med / med
         per_round = [a / b for a, b in zip(seed_s, stage_s)]
-        headline[(codec, "rounds")] = (min(per_round), max(per_round))
-    p10 = rows.get("prepare_10x")
-    p10s = rows.get("prepare_10x_stage")
-    if p10 and p10s:
-        c = p10s["stdout"]
-        print(f"| `lungseg prepare`, 10x tree (default), stage time | {c['seconds']:.3f} | - | "
-              f"{c['slices_seen'] / c['seconds']:.0f} | - | {c['bytes'] / 1e6:.1f} | {p10['max_rss_mb']:.0f} |")
-    if ("none", "stage time") in headline:
-        lo, hi = headline[("none", "rounds")]
-        print(f"\n**prepare / notebook loop: {headline[('none', 'stage time')]:.2f}x** by stage time "
-              f"(per-round ratios {lo:.2f}-{hi:.2f}x; {headline[('none', 'process wall')]:.2f}x by process wall). "
-              "Target >= 5x.")
-    if ("zstd", "stage time") in headline:
-        print(f"With the image column zstd-compressed as well: {headline[('zstd', 'stage time')]:.2f}x.")
-    p1 = rounds("prepare_none")
-    if p1 and p10:
-        print(f"Peak RSS {statistics.median(r['max_rss_mb'] for r in p1):.0f} MB at 1x and {p10['max_rss_mb']:.0f} MB at "
-              "10x (target <= 300 MB, flat). The notebook loop keeps every slice in memory, so its RSS grows "
-              "with the tree.\n")
+        headline[(codec, tag, "rounds")] = (min(per_round), max(per_round), slices)
+print()
+for tag in ("1x", "10x"):
+    if ("none", tag, "stage time") in headline:
+        lo, hi, n = headline[("none", tag, "rounds")]
+        print(f"- **{n} slices: prepare / notebook loop {headline[('none', tag, 'stage time')]:.2f}x** by stage "
+              f"time (per-round {lo:.2f}-{hi:.2f}x; {headline[('none', tag, 'process wall')]:.2f}x by "
+              "process wall). Target >= 5x.")
+if ("zstd", "1x", "stage time") in headline:
+    print(f"- With the image column zstd-compressed as well: {headline[('zstd', '1x', 'stage time')]:.2f}x "
+          "on the small tree.")
+if ("none", "1x") in rss and ("none", "10x") in rss:
+    print(f"- Peak RSS of prepare {rss[('none', '1x')]:.0f} MB at 1x and {rss[('none', '10x')]:.0f} MB at 10x "
+          "(target <= 300 MB, flat). The notebook loop keeps every slice in memory, so its RSS grows "
+          "with the tree.")
+print()
 
 print("## Train step (batch 8, 128x128, forward + backward + Adam)\n")
 print("| width | candle s/step | candle s/step, candle's own conv backward | PyTorch s/step | candle / PyTorch throughput | fast / reference conv backward | candle fwd s | PyTorch fwd s |\n|---|---|---|---|---|---|---|---|")
