@@ -166,13 +166,18 @@ if candle_gpu and torch_gpu:
 
 print("""## Notes
 
-- **prepare** is CPU-bound on both cores: PNG inflate and unfiltering (~40% of its CPU), opening
-  and reading ~5 files per slice (~17%), and writing the shards (~20%). Two changes made the
-  difference against the notebook loop: the f32 image column is stored plain by default (zstd at
-  ~300 MB/s on f32 pixels cost a third of the CPU for a 3.2x smaller column; `--image-compression
-  zstd` restores it), and glibc no longer returns freed slice buffers to the kernel between batches
-  (`src/malloc_tuning.rs`; page faults had taken ~20%). PNGs are decoded with the `png` crate into
-  reused buffers, intensities come from a lookup table, and the tree walk runs one patient per task.
+- **prepare** (1.7x the notebook loop before the changes in the next note) is CPU-bound on both cores (~0.45 CPU-seconds for 2,114 slices); `perf` of the default
+  run: PNG inflate and unfiltering ~45% (the png/fdeflate crates, 5 files per slice), writing the
+  shards ~23% (three copies of each image inside arrow/parquet, zstd of the other columns, the
+  kernel's page-cache writes), opening and reading the files ~9%, the tree walk ~5%, intensity
+  lookup ~5%. The notebook loop only decodes: it writes nothing.
+- What got it from 1.7x to 4x: the f32 image column is stored plain by default (zstd at ~300 MB/s
+  on f32 pixels cost a third of the CPU for a 3.2x smaller column; `--image-compression zstd`
+  restores it, and streaming is 2x faster without it); glibc no longer returns freed slice buffers
+  to the kernel between batches (`src/malloc_tuning.rs`; page faults had taken ~20%); PNGs are
+  decoded with the `png` crate into reused buffers, 8-bit planes without a widening pass;
+  intensities come from lookup tables; the walk runs one patient per task and types entries from
+  `readdir` instead of a `stat` per file.
 - **Train step**: candle 0.11 on CPU stays 5-7x slower than PyTorch's oneDNN kernels. lungseg's own
   conv2d backward (`src/model/fast_conv.rs`: im2col grad-input, shift-gemm grad-weight) is the
   "fast / reference" column; the forward pass and BatchNorm are still candle's.

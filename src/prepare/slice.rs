@@ -98,18 +98,15 @@ fn mask_relative(job: &SliceJob, rater: usize) -> String {
 
 /// Sets bit `rater` of `bits[i]` wherever the mask sample `i` is above zero.
 fn set_rater_bit(bits: &mut [u8], mask: GraySamples<'_>, rater: usize) {
+    fn mark<T: Copy + Default + PartialOrd>(bits: &mut [u8], mask: &[T], bit: u8) {
+        for (b, &m) in bits.iter_mut().zip(mask) {
+            *b |= if m > T::default() { bit } else { 0 };
+        }
+    }
     let bit = 1u8 << rater;
     match mask {
-        GraySamples::Eight(v) => {
-            for (b, &m) in bits.iter_mut().zip(v) {
-                *b |= if m > 0 { bit } else { 0 };
-            }
-        }
-        GraySamples::Sixteen(v) => {
-            for (b, &m) in bits.iter_mut().zip(v) {
-                *b |= if m > 0 { bit } else { 0 };
-            }
-        }
+        GraySamples::Eight(v) => mark(bits, v, bit),
+        GraySamples::Sixteen(v) => mark(bits, v, bit),
     }
 }
 

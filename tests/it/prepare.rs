@@ -544,7 +544,10 @@ fn column_codecs(shard: &Path) -> BTreeMap<String, String> {
             let name = c.column_path().string();
             let codec = format!("{:?}", c.compression());
             let previous = codecs.insert(name.clone(), codec.clone());
-            assert!(previous.map_or(true, |p| p == codec), "{name}: mixed codecs");
+            assert!(
+                previous.map_or(true, |p| p == codec),
+                "{name}: mixed codecs"
+            );
         }
     }
     codecs
