@@ -11,8 +11,8 @@ use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// zstd level of the shards: level 1 compresses pixel data within a few per cent of level 3 at
-/// about twice the speed, and compression is prepare's largest cost (see BENCHMARKS.md).
+/// zstd level of the shards' compressed columns: level 1 compresses pixel data within a few per
+/// cent of level 3 at about twice the speed (see BENCHMARKS.md).
 pub const SHARD_ZSTD_LEVEL: i32 = 1;
 
 /// How the `image` column (f32 pixels) is stored. Every other column is always zstd.
