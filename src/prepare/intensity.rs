@@ -78,23 +78,19 @@ impl IntensityLut {
     /// Replaces `out` with the mapped intensities of `samples` as little-endian f32 bytes, the
     /// shards' `image` encoding.
     pub fn write_le_bytes(&self, samples: GraySamples<'_>, out: &mut Vec<u8>) {
-        out.clear();
+        fn write<T: Copy + Into<usize>>(table: &[f32], samples: &[T], out: &mut Vec<u8>) {
+            out.clear();
+            out.reserve(samples.len() * 4);
+            // Each table covers every value of its sample type, so the fallback is never taken.
+            out.extend(
+                samples
+                    .iter()
+                    .flat_map(|&s| table.get(s.into()).copied().unwrap_or(1.0).to_le_bytes()),
+            );
+        }
         match samples {
-            GraySamples::Eight(v) => {
-                out.reserve(v.len() * 4);
-                out.extend(
-                    v.iter()
-                        .flat_map(|&s| self.eight[usize::from(s)].to_le_bytes()),
-                );
-            }
-            GraySamples::Sixteen(v) => {
-                out.reserve(v.len() * 4);
-                out.extend(v.iter().flat_map(|&s| {
-                    // The table covers every u16, so the fallback is never taken.
-                    let x = self.sixteen.get(usize::from(s)).copied().unwrap_or(1.0);
-                    x.to_le_bytes()
-                }));
-            }
+            GraySamples::Eight(v) => write(&self.eight[..], v, out),
+            GraySamples::Sixteen(v) => write(&self.sixteen, v, out),
         }
     }
 }
