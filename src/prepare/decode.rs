@@ -1,6 +1,8 @@
 //! Decodes a PNG into one grayscale plane the way OpenCV's `IMREAD_GRAYSCALE` reads it, keeping
 //! 16-bit samples (which hold HU + offset) at full depth.
 
+use super::gray_png::GrayPngScratch;
+
 /// A decoded grayscale plane.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrayPlane {
@@ -111,19 +113,41 @@ pub struct PngScratch {
     gray8: Vec<u8>,
     /// Gray samples of 16-bit output, in native byte order.
     gray16: Vec<u16>,
+    /// The one-shot path for plain gray PNGs, tried first.
+    gray: GrayPngScratch,
 }
 
 /// The most bytes one decoded frame may take (png's own default is 64 MiB).
 const MAX_DECODED_BYTES: usize = 1 << 30;
 
 impl PngScratch {
+    /// Decodes a clean 8- or 16-bit gray PNG in one shot (see [`GrayPngScratch::decode`]) and
+    /// returns its (height, width); `None` sends the file to [`PngScratch::decode`].
+    pub fn decode_plain_gray(&mut self, bytes: &[u8]) -> Option<(usize, usize)> {
+        self.gray.decode(bytes)
+    }
+
+    /// The plane [`PngScratch::decode_plain_gray`] accepted last.
+    pub fn plain_gray_view(&self, height: usize, width: usize) -> GrayView<'_> {
+        GrayView {
+            height,
+            width,
+            samples: self.gray.samples(),
+            was_colour: false,
+        }
+    }
+
     /// Decodes `bytes` into this scratch's buffers and returns a view of the gray plane.
     ///
     /// This reads exactly what `image::load_from_memory` reads (the `png` crate with its
     /// `EXPAND` transformation: palettes become RGB(A), gray below 8 bits is scaled to 8 bits,
-    /// tRNS becomes alpha), without the intermediate `DynamicImage`. 8-bit gray, the common
-    /// case, is returned straight from the decoder's output without another pass.
+    /// tRNS becomes alpha), without the intermediate `DynamicImage`. Plain 8- and 16-bit gray
+    /// files, the common case, go through the one-shot decoder in `gray_png` first, which
+    /// answers only for files it reads completely and identically.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<GrayView<'_>, DecodeFailure> {
+        if let Some((height, width)) = self.decode_plain_gray(bytes) {
+            return Ok(self.plain_gray_view(height, width));
+        }
         let corrupt = |e: png::DecodingError| DecodeFailure::Corrupt(e.to_string());
         let mut decoder = png::Decoder::new_with_limits(
             std::io::Cursor::new(bytes),

@@ -80,13 +80,13 @@ impl IntensityLut {
     pub fn write_le_bytes(&self, samples: GraySamples<'_>, out: &mut Vec<u8>) {
         fn write<T: Copy + Into<usize>>(table: &[f32], samples: &[T], out: &mut Vec<u8>) {
             out.clear();
-            out.reserve(samples.len() * 4);
-            // Each table covers every value of its sample type, so the fallback is never taken.
-            out.extend(
-                samples
-                    .iter()
-                    .flat_map(|&s| table.get(s.into()).copied().unwrap_or(1.0).to_le_bytes()),
-            );
+            out.resize(samples.len() * 4, 0);
+            // One 4-byte store per pixel. Each table covers every value of its sample type, so
+            // the fallback is never taken.
+            for (slot, &s) in out.chunks_exact_mut(4).zip(samples) {
+                let v = table.get(s.into()).copied().unwrap_or(1.0);
+                slot.copy_from_slice(&v.to_le_bytes());
+            }
         }
         match samples {
             GraySamples::Eight(v) => write(&self.eight[..], v, out),

@@ -2,6 +2,8 @@
 //! plus `manifest.parquet`, `rejects.parquet` and `prepare.json` (written last).
 
 pub mod decode;
+pub mod file_bytes;
+pub mod gray_png;
 pub mod intensity;
 pub mod manifest;
 pub mod natural;
@@ -276,6 +278,7 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
     crate::malloc_tuning::retain_freed_memory();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(s.threads)
+        .thread_name(|i| format!("prepare-decode-{i}"))
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", s.threads)))?;
     let phase = Instant::now();
@@ -312,14 +315,17 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
             s.row_group_rows,
             s.image_compression,
         );
-        let writer = scope.spawn(move || -> Result<(usize, u64)> {
-            for batch in rx {
-                for record in batch {
-                    shards.push(record)?;
+        let writer = std::thread::Builder::new()
+            .name("prepare-shards".into())
+            .spawn_scoped(scope, move || -> Result<(usize, u64)> {
+                for batch in rx {
+                    for record in batch {
+                        shards.push(record)?;
+                    }
                 }
-            }
-            shards.finish()
-        });
+                shards.finish()
+            })
+            .map_err(|e| Error::io(data.shards_dir(), e))?;
         for batch in tree.jobs.chunks(DECODE_BATCH) {
             let outcomes: Vec<slice::SliceOutcome> = pool.install(|| {
                 batch

@@ -1,10 +1,10 @@
 //! Turns one slice job into a `SliceRecord`: decode the image, map intensities, fuse the raters.
 
 use super::decode::{DecodeFailure, GraySamples, GrayView, PngScratch};
+use super::file_bytes::FileBytes;
 use super::intensity::IntensityLut;
 use super::reject::{Reject, RejectReason};
 use super::walk::{SliceJob, RATERS};
-use std::io::Read;
 use std::path::Path;
 
 /// One kept slice, as stored in a shard row.
@@ -64,22 +64,25 @@ pub struct SliceOutcome {
 #[derive(Debug, Default)]
 pub struct SliceScratch {
     png: PngScratch,
-    file: Vec<u8>,
+    file: FileBytes,
 }
 
 /// Reads and decodes one PNG, or says why it is unusable.
 fn read_plane<'a>(
     path: &Path,
-    file: &mut Vec<u8>,
+    file: &mut FileBytes,
     png: &'a mut PngScratch,
 ) -> Result<GrayView<'a>, (RejectReason, String)> {
-    file.clear();
-    // Through `take`, read_to_end reads into the reused buffer without first asking the file
-    // system for the size (one system call less per file).
-    std::fs::File::open(path)
-        .and_then(|f| f.take(u64::MAX).read_to_end(file))
-        .map_err(|e| (RejectReason::IoError, e.to_string()))?;
-    png.decode(file).map_err(|f| match f {
+    let io_error = |e: std::io::Error| (RejectReason::IoError, e.to_string());
+    let mut handle = std::fs::File::open(path).map_err(io_error)?;
+    file.read_first(&mut handle).map_err(io_error)?;
+    // A gray PNG that the one-shot decoder accepts ends in a checked IEND chunk, so the first
+    // read held the whole file and the end-of-file read can be skipped.
+    if let Some((height, width)) = png.decode_plain_gray(file.bytes()) {
+        return Ok(png.plain_gray_view(height, width));
+    }
+    file.read_rest(&mut handle).map_err(io_error)?;
+    png.decode(file.bytes()).map_err(|f| match f {
         DecodeFailure::Corrupt(m) => (RejectReason::PngDecode, m),
         DecodeFailure::Unsupported(m) => (RejectReason::UnsupportedPixelFormat, m),
         DecodeFailure::Empty => (RejectReason::EmptyImage, "zero width or height".into()),
