@@ -270,8 +270,10 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
     })
 }
 
-/// Slices decoded in parallel per batch; bounds memory to a few tens of MB.
-const DECODE_BATCH: usize = 256;
+/// Slices decoded in parallel per batch. Three batches are alive at once (decoding, queued,
+/// being written), and their memory is faulted in fresh before it is recycled: 64 slices (~6 MB
+/// per batch at 128x128) keep that small, and cut prepare's time by ~5% against 256.
+const DECODE_BATCH: usize = 64;
 
 fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
     let s = &cfg.settings;
