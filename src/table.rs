@@ -4,13 +4,16 @@ use crate::error::{Error, IoContext, Result};
 use crate::layout::temporary_name;
 use crate::schema::TableSpec;
 use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How a table is written.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +24,10 @@ pub struct WriteOptions<'a> {
     pub zstd_level: i32,
     /// Columns stored without compression.
     pub uncompressed_columns: &'a [&'a str],
+    /// Binary columns are handed over as `BinaryView` arrays, whose rows can each keep their own
+    /// buffer (no copy into one contiguous array). The file then records no Arrow schema, so
+    /// every reader infers the contract's plain `Binary` from the Parquet types.
+    pub binary_as_views: bool,
 }
 
 /// Writer properties shared by every table: zstd, statistics on. Binary (pixel) columns skip
@@ -50,7 +57,8 @@ pub fn writer_properties(spec: &TableSpec, options: &WriteOptions) -> WriterProp
 pub struct TableWriter {
     path: PathBuf,
     tmp: PathBuf,
-    spec: TableSpec,
+    /// The Arrow schema of the batches handed to `inner`.
+    batch_schema: SchemaRef,
     inner: ArrowWriter<File>,
     rows: usize,
 }
@@ -62,6 +70,7 @@ impl TableWriter {
             row_group_rows,
             zstd_level: 3,
             uncompressed_columns: &[],
+            binary_as_views: false,
         };
         Self::create_with(path, spec, &options)
     }
@@ -70,24 +79,31 @@ impl TableWriter {
     pub fn create_with(path: &Path, spec: TableSpec, options: &WriteOptions) -> Result<Self> {
         let tmp = temporary_name(path);
         let file = File::create(&tmp).at(&tmp)?;
-        let inner = ArrowWriter::try_new(
+        let batch_schema = if options.binary_as_views {
+            binary_as_views(&spec.arrow_schema())
+        } else {
+            spec.arrow_schema()
+        };
+        let inner = ArrowWriter::try_new_with_options(
             file,
-            spec.arrow_schema(),
-            Some(writer_properties(&spec, options)),
+            batch_schema.clone(),
+            ArrowWriterOptions::new()
+                .with_properties(writer_properties(&spec, options))
+                .with_skip_arrow_metadata(options.binary_as_views),
         )
         .map_err(|e| Error::parquet(&tmp, e))?;
         Ok(Self {
             path: path.to_path_buf(),
             tmp,
-            spec,
+            batch_schema,
             inner,
             rows: 0,
         })
     }
 
-    /// Appends columns, in contract order.
+    /// Appends columns, in contract order (binary ones as views with `binary_as_views`).
     pub fn write_columns(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
-        let batch = RecordBatch::try_new(self.spec.arrow_schema(), columns)
+        let batch = RecordBatch::try_new(self.batch_schema.clone(), columns)
             .map_err(|e| Error::arrow(&self.path, e))?;
         self.rows += batch.num_rows();
         self.inner
@@ -113,6 +129,19 @@ impl TableWriter {
         crate::atomic::commit(&self.tmp, &self.path)?;
         Ok(std::fs::metadata(&self.path).at(&self.path)?.len())
     }
+}
+
+/// `schema` with its `Binary` fields as `BinaryView`.
+fn binary_as_views(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Binary => f.as_ref().clone().with_data_type(DataType::BinaryView),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 /// Writes a whole small table at once, atomically.

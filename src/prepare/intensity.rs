@@ -75,22 +75,18 @@ impl IntensityLut {
         }
     }
 
-    /// Replaces `out` with the mapped intensities of `samples` as little-endian f32 bytes, the
-    /// shards' `image` encoding.
-    pub fn write_le_bytes(&self, samples: GraySamples<'_>, out: &mut Vec<u8>) {
-        fn write<T: Copy + Into<usize>>(table: &[f32], samples: &[T], out: &mut Vec<u8>) {
-            out.clear();
-            out.resize(samples.len() * 4, 0);
-            // One 4-byte store per pixel. Each table covers every value of its sample type, so
-            // the fallback is never taken.
-            for (slot, &s) in out.chunks_exact_mut(4).zip(samples) {
-                let v = table.get(s.into()).copied().unwrap_or(1.0);
-                slot.copy_from_slice(&v.to_le_bytes());
-            }
+    /// The mapped intensities of `samples`.
+    pub fn map(&self, samples: GraySamples<'_>) -> Vec<f32> {
+        // Each table covers every value of its sample type, so the fallback is never taken.
+        fn map<T: Copy + Into<usize>>(table: &[f32], samples: &[T]) -> Vec<f32> {
+            samples
+                .iter()
+                .map(|&s| table.get(s.into()).copied().unwrap_or(1.0))
+                .collect()
         }
         match samples {
-            GraySamples::Eight(v) => write(&self.eight[..], v, out),
-            GraySamples::Sixteen(v) => write(&self.sixteen, v, out),
+            GraySamples::Eight(v) => map(&self.eight[..], v),
+            GraySamples::Sixteen(v) => map(&self.sixteen, v),
         }
     }
 }
@@ -142,22 +138,20 @@ mod tests {
     }
 
     #[test]
-    fn lut_bytes_equal_map_for_every_sample_and_mode() {
+    fn lut_equals_map_for_every_sample_and_mode() {
         for mode in [WindowMode::Auto, WindowMode::SeedCompat] {
             let r = rules(mode);
             let lut = IntensityLut::new(&r);
             let all16: Vec<u16> = (0..=u16::MAX).collect();
-            let mut out = Vec::new();
-            lut.write_le_bytes(GraySamples::Sixteen(&all16), &mut out);
-            for (chunk, &v) in out.chunks_exact(4).zip(&all16) {
-                let got = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            let out = lut.map(GraySamples::Sixteen(&all16));
+            assert_eq!(out.len(), all16.len());
+            for (got, &v) in out.iter().zip(&all16) {
                 assert_eq!(got.to_bits(), r.map(v, 16).to_bits(), "{mode:?} 16-bit {v}");
             }
             let all8: Vec<u8> = (0..=255).collect();
-            lut.write_le_bytes(GraySamples::Eight(&all8), &mut out);
-            assert_eq!(out.len(), 256 * 4);
-            for (chunk, &v) in out.chunks_exact(4).zip(&all8) {
-                let got = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            let out = lut.map(GraySamples::Eight(&all8));
+            assert_eq!(out.len(), 256);
+            for (got, &v) in out.iter().zip(&all8) {
                 assert_eq!(
                     got.to_bits(),
                     r.map(u16::from(v), 8).to_bits(),

@@ -6,8 +6,9 @@ use crate::error::Result;
 use crate::layout::DataDir;
 use crate::schema;
 use crate::table::{TableWriter, WriteOptions};
-use arrow_array::builder::BinaryBuilder;
-use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};
+use arrow_array::builder::make_view;
+use arrow_array::{ArrayRef, BinaryViewArray, Int32Array, Int64Array, StringArray};
+use arrow_buffer::{Buffer, ScalarBuffer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -96,6 +97,7 @@ impl ShardWriter {
                     row_group_rows: self.row_group_rows,
                     zstd_level: SHARD_ZSTD_LEVEL,
                     uncompressed_columns: plain,
+                    binary_as_views: true,
                 },
             )?;
             self.current = Some((name.clone(), w));
@@ -121,7 +123,7 @@ impl ShardWriter {
         }
         let records = std::mem::take(&mut self.pending);
         if let Some((_, w)) = &mut self.current {
-            w.write_columns(columns(&records))?;
+            w.write_columns(columns(records))?;
             w.flush_row_group()?;
         }
         Ok(())
@@ -153,23 +155,17 @@ impl ShardWriter {
     }
 }
 
-/// The `slices` columns for a group of records, in contract order.
-fn columns(records: &[SliceRecord]) -> Vec<ArrayRef> {
+/// The `slices` columns for a group of records, in contract order. The pixel columns are
+/// `BinaryView` arrays over the records' own buffers: no pixel is copied before Parquet encodes
+/// it.
+fn columns(records: Vec<SliceRecord>) -> Vec<ArrayRef> {
     let strings = |f: fn(&SliceRecord) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(records.iter().map(f)))
     };
     let ints = |f: fn(&SliceRecord) -> i32| -> ArrayRef {
         Arc::new(Int32Array::from_iter_values(records.iter().map(f)))
     };
-    let binary = |f: fn(&SliceRecord) -> &[u8]| -> ArrayRef {
-        let total = records.iter().map(|r| f(r).len()).sum();
-        let mut b = BinaryBuilder::with_capacity(records.len(), total);
-        for r in records {
-            b.append_value(f(r));
-        }
-        Arc::new(b.finish())
-    };
-    vec![
+    let mut columns = vec![
         strings(|r| &r.slice_id),
         strings(|r| &r.patient_id),
         strings(|r| &r.nodule_id),
@@ -180,12 +176,71 @@ fn columns(records: &[SliceRecord]) -> Vec<ArrayRef> {
         ints(|r| r.height as i32),
         ints(|r| r.width as i32),
         ints(|r| i32::from(r.source_bits)),
-        binary(|r| &r.image_f32le),
-        binary(|r| &r.mask),
-        binary(|r| &r.rater_bits),
+    ];
+    let tail: Vec<ArrayRef> = vec![
         ints(|r| i32::from(r.raters_present)),
         Arc::new(Int64Array::from_iter_values(
             records.iter().map(|r| r.mask_pixels as i64),
         )),
-    ]
+    ];
+    let mut images = BinaryViews::with_capacity(records.len());
+    let mut masks = BinaryViews::with_capacity(records.len());
+    let mut rater_bits = BinaryViews::with_capacity(records.len());
+    for r in records {
+        images.push(image_buffer(r.image));
+        masks.push(Buffer::from_vec(r.mask));
+        rater_bits.push(Buffer::from_vec(r.rater_bits));
+    }
+    columns.extend([images.finish(), masks.finish(), rater_bits.finish()]);
+    columns.extend(tail);
+    columns
+}
+
+/// The shards' little-endian f32 bytes of an image, without a copy on little-endian machines.
+fn image_buffer(image: Vec<f32>) -> Buffer {
+    if cfg!(target_endian = "little") {
+        Buffer::from_vec(image)
+    } else {
+        Buffer::from_vec(
+            image
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )
+    }
+}
+
+/// A `BinaryViewArray` whose values each keep their own buffer.
+struct BinaryViews {
+    views: Vec<u128>,
+    buffers: Vec<Buffer>,
+}
+
+impl BinaryViews {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            views: Vec::with_capacity(rows),
+            buffers: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Appends one value that is its own buffer. Values of up to 12 bytes are stored inline in
+    /// their view, as the format requires.
+    fn push(&mut self, value: Buffer) {
+        if value.len() <= 12 {
+            self.views.push(make_view(value.as_slice(), 0, 0));
+            return;
+        }
+        let index = self.buffers.len() as u32;
+        self.views.push(make_view(value.as_slice(), index, 0));
+        self.buffers.push(value);
+    }
+
+    fn finish(self) -> ArrayRef {
+        Arc::new(BinaryViewArray::new(
+            ScalarBuffer::from(self.views),
+            self.buffers,
+            None,
+        ))
+    }
 }

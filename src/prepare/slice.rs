@@ -26,8 +26,9 @@ pub struct SliceRecord {
     pub width: usize,
     /// 8 or 16.
     pub source_bits: u8,
-    /// Intensities in [0,1], row-major, as little-endian f32 bytes (the shard encoding).
-    pub image_f32le: Vec<u8>,
+    /// Intensities in [0,1], row-major (stored as little-endian f32 bytes, see
+    /// [`SliceRecord::image_le_bytes`]).
+    pub image: Vec<f32>,
     /// Union of the present raters: 1 where any marked the pixel.
     pub mask: Vec<u8>,
     /// Bit r set where rater r marked the pixel.
@@ -39,12 +40,14 @@ pub struct SliceRecord {
 }
 
 impl SliceRecord {
-    /// The intensities as f32 values.
-    pub fn image_values(&self) -> Vec<f32> {
-        self.image_f32le
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
+    /// The intensities as the shards store them: little-endian f32 bytes. On little-endian
+    /// machines this is a view of [`SliceRecord::image`], not a copy.
+    pub fn image_le_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            std::borrow::Cow::Borrowed(bytemuck::cast_slice(&self.image))
+        } else {
+            std::borrow::Cow::Owned(self.image.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
     }
 }
 
@@ -122,12 +125,11 @@ pub fn process(job: &SliceJob, lut: &IntensityLut, scratch: &mut SliceScratch) -
         colour_files: 0,
     };
     let SliceScratch { png, file } = scratch;
-    let (height, width, bits, image_f32le) = match read_plane(&job.image, file, png) {
+    let (height, width, bits, image) = match read_plane(&job.image, file, png) {
         Ok(plane) => {
             out.colour_files += usize::from(plane.was_colour);
-            let mut image_f32le = Vec::new();
-            lut.write_le_bytes(plane.samples, &mut image_f32le);
-            (plane.height, plane.width, plane.bits(), image_f32le)
+            let image = lut.map(plane.samples);
+            (plane.height, plane.width, plane.bits(), image)
         }
         Err((reason, detail)) => {
             out.rejects
@@ -178,7 +180,7 @@ pub fn process(job: &SliceJob, lut: &IntensityLut, scratch: &mut SliceScratch) -
         height,
         width,
         source_bits: bits,
-        image_f32le,
+        image,
         mask,
         rater_bits,
         raters_present,

@@ -20,9 +20,8 @@ pub(crate) struct Fixture {
 pub(crate) fn record(p: usize, k: usize) -> SliceRecord {
     let (h, w) = (6 + k % 3, 5 + k % 2);
     let patient_id = format!("P{p:02}");
-    let image_f32le = (0..h * w)
+    let image = (0..h * w)
         .map(|i| (p * 100 + k) as f32 / 1000.0 + i as f32 * 1e-6)
-        .flat_map(f32::to_le_bytes)
         .collect();
     let mut rater_bits = vec![0u8; h * w];
     rater_bits[(k % h) * w + (k % w)] = 0b0011;
@@ -37,7 +36,7 @@ pub(crate) fn record(p: usize, k: usize) -> SliceRecord {
         height: h,
         width: w,
         source_bits: 8,
-        image_f32le,
+        image,
         mask_pixels: mask.iter().map(|&m| u64::from(m)).sum(),
         mask,
         rater_bits,

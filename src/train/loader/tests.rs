@@ -75,7 +75,7 @@ fn validation_streams_exactly_the_indexed_rows_in_index_order() {
         let k: usize = s.slice_id.rsplit('-').next().unwrap().parse().unwrap();
         let r = record(p, k);
         assert_eq!((s.height, s.width), (r.height, r.width));
-        assert_eq!(s.image, r.image_values());
+        assert_eq!(s.image, r.image);
         assert_eq!(s.mask, r.mask);
     }
 
