@@ -67,14 +67,17 @@ rm -rf "$WORK/data-$P1" "$WORK/data-$P10"
 # `lungseg prepare` with each image codec on the same tree; data dirs end up in data-TAG-CODEC.
 # prepare's own stage time (prepare.json counts.seconds: walk, decode, write shards and tables)
 # is compared with the notebook loop's own timer (the loop alone, without interpreter start-up
-# or imports); the report takes medians.
+# or imports); the report takes medians. Every timed run starts after `sync`, so that no run
+# shares the CPUs with the kernel writing back the previous run's ~60-600 MB of shards.
 compare_prepare() {
   local tree=$1 tag=$2 rounds=$3; shift 3
   find "$tree" -name '*.png' -exec cat {} + > /dev/null  # same warm page cache for both
   for r in $(seq 1 "$rounds"); do
+    sync
     time_json "seed_loader_${tag}_r$r" python3 scripts/seed_loader.py "$tree"
     for codec in "$@"; do
       rm -rf "$WORK/data-$tag-$codec"
+      sync
       time_json "prepare_${codec}_${tag}_r$r" "$BIN" -q prepare --input "$tree" \
         --out "$WORK/data-$tag-$codec" --threads "$THREADS" --image-compression "$codec"
       stage_json "prepare_${codec}_${tag}_r$r" "$WORK/data-$tag-$codec/prepare.json"
