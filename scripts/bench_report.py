@@ -166,18 +166,28 @@ if candle_gpu and torch_gpu:
 
 print("""## Notes
 
-- **prepare** (1.7x the notebook loop before the changes in the next note) is CPU-bound on both cores (~0.45 CPU-seconds for 2,114 slices); `perf` of the default
-  run: PNG inflate and unfiltering ~45% (the png/fdeflate crates, 5 files per slice), writing the
-  shards ~23% (three copies of each image inside arrow/parquet, zstd of the other columns, the
-  kernel's page-cache writes), opening and reading the files ~9%, the tree walk ~5%, intensity
-  lookup ~5%. The notebook loop only decodes: it writes nothing.
-- What got it from 1.7x to 4x: the f32 image column is stored plain by default (zstd at ~300 MB/s
+- **prepare** is CPU-bound on both cores: ~0.40 CPU-seconds for 2,114 slices, of which the shard
+  writer thread takes ~29% (the copy into Parquet's page encoder and page assembly, zstd of the
+  mask columns, and the kernel's page-cache writes, ~13% on its own) and the decoding threads the
+  rest: PNG inflate ~17% (fdeflate), unfiltering ~8% (Avg and Paeth rows are serial chains),
+  opening, reading and closing 5 files per slice ~10%, the walk ~5%. The notebook loop only
+  decodes: it writes nothing.
+- From 1.7x to 4x (earlier): the f32 image column is stored plain by default (zstd at ~300 MB/s
   on f32 pixels cost a third of the CPU for a 3.2x smaller column; `--image-compression zstd`
-  restores it, and streaming is 2x faster without it); glibc no longer returns freed slice buffers
-  to the kernel between batches (`src/malloc_tuning.rs`; page faults had taken ~20%); PNGs are
-  decoded with the `png` crate into reused buffers, 8-bit planes without a widening pass;
-  intensities come from lookup tables; the walk runs one patient per task and types entries from
-  `readdir` instead of a `stat` per file.
+  restores it); glibc keeps freed slice buffers between batches (`src/malloc_tuning.rs`); PNGs
+  decoded into reused buffers; intensities from lookup tables; the walk types entries from
+  `readdir`.
+- From 4x to 5x (this round, each measured as paired A/B runs of CPU time):
+  lungseg and prepare's hot dependencies are built without debug assertions in the dev profile
+  (core's inlined precondition checks halved the speed of every per-pixel loop; -6 to -16% of
+  the decode CPU); plain gray PNGs are inflated and unfiltered in one shot (`src/prepare/gray_png.rs`,
+  the png crate for everything else); glibc grows the decoding threads' heaps in 32 MiB steps
+  (it grew them with ~1,600 `mprotect` calls per run, each interrupting the other core to flush
+  its TLB: -6 to -8%); decode batches of 64 slices instead of 256 (less fresh memory in flight:
+  -5%); the pixel columns reach Parquet as `BinaryView` arrays over the records' own buffers (one
+  copy of every pixel less: -3%); one `read` per file instead of two.
+- `make bench` runs `sync` before every timed prepare and notebook-loop run, so that no run
+  shares the two cores with the kernel writing back the previous run's shards.
 - **Train step**: candle 0.11 on CPU stays 5-7x slower than PyTorch's oneDNN kernels. lungseg's own
   conv2d backward (`src/model/fast_conv.rs`: im2col grad-input, shift-gemm grad-weight) is the
   "fast / reference" column; the forward pass and BatchNorm are still candle's.

@@ -281,6 +281,7 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(s.threads)
         .thread_name(|i| format!("prepare-decode-{i}"))
+        .start_handler(|_| crate::malloc_tuning::huge_pages_for_this_thread())
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", s.threads)))?;
     let phase = Instant::now();
@@ -320,6 +321,7 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
         let writer = std::thread::Builder::new()
             .name("prepare-shards".into())
             .spawn_scoped(scope, move || -> Result<(usize, u64)> {
+                crate::malloc_tuning::huge_pages_for_this_thread();
                 for batch in rx {
                     for record in batch {
                         shards.push(record)?;
