@@ -25,7 +25,7 @@ WITH_CV2=1 bash scripts/ensure-python-deps.sh
 if [ "${BENCH_SKIP_TORCH:-0}" != 1 ]; then bash scripts/ensure-torch.sh >/dev/null; fi
 # 160 patients of the synthetic default hold about 2,100 slices; 1,600 about 21,000.
 if [ "${BENCH_SMALL:-0}" = 1 ]; then P1=12; P10=40; STEPS=1; REPS=2; REPS10=1
-else P1=160; P10=1600; STEPS=3; REPS=7; REPS10=3; fi
+else P1=160; P10=1600; STEPS=3; REPS=11; REPS10=5; fi
 mkdir -p "$WORK"
 LOG=$WORK/results.jsonl
 : > "$LOG"
