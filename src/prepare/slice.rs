@@ -170,7 +170,9 @@ pub fn process(job: &SliceJob, lut: &IntensityLut, scratch: &mut SliceScratch) -
         set_rater_bit(&mut rater_bits, mask.samples, k);
     }
     let mask: Vec<u8> = rater_bits.iter().map(|&b| u8::from(b != 0)).collect();
-    let mask_pixels = mask.iter().map(|&m| u64::from(m)).sum();
+    // Wrapping adds (a slice holds far fewer than 2^64 pixels) let the count vectorize; a
+    // checked sum compiles to one add and overflow branch per pixel, ~5% of prepare's time.
+    let mask_pixels = mask.iter().fold(0u64, |n, &m| n.wrapping_add(u64::from(m)));
     out.record = Some(SliceRecord {
         slice_id: job.slice_id(),
         patient_id: job.patient_id.clone(),
