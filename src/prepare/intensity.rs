@@ -59,7 +59,7 @@ impl IntensityRules {
 #[derive(Debug, Clone)]
 pub struct IntensityLut {
     eight: Box<[f32; 256]>,
-    sixteen: Vec<f32>,
+    sixteen: Box<[f32; 65536]>,
 }
 
 impl IntensityLut {
@@ -69,24 +69,22 @@ impl IntensityLut {
         for (v, slot) in (0..=255u16).zip(eight.iter_mut()) {
             *slot = rules.map(v, 8);
         }
-        Self {
-            eight,
-            sixteen: (0..=u16::MAX).map(|v| rules.map(v, 16)).collect(),
+        let mut sixteen: Box<[f32; 65536]> = vec![0f32; 65536]
+            .into_boxed_slice()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("a Vec of 65536 values"));
+        for (v, slot) in (0..=u16::MAX).zip(sixteen.iter_mut()) {
+            *slot = rules.map(v, 16);
         }
+        Self { eight, sixteen }
     }
 
-    /// The mapped intensities of `samples`.
+    /// The mapped intensities of `samples`. The tables cover every value of their sample type,
+    /// so the lookups need no bounds checks.
     pub fn map(&self, samples: GraySamples<'_>) -> Vec<f32> {
-        // Each table covers every value of its sample type, so the fallback is never taken.
-        fn map<T: Copy + Into<usize>>(table: &[f32], samples: &[T]) -> Vec<f32> {
-            samples
-                .iter()
-                .map(|&s| table.get(s.into()).copied().unwrap_or(1.0))
-                .collect()
-        }
         match samples {
-            GraySamples::Eight(v) => map(&self.eight[..], v),
-            GraySamples::Sixteen(v) => map(&self.sixteen, v),
+            GraySamples::Eight(v) => v.iter().map(|&s| self.eight[usize::from(s)]).collect(),
+            GraySamples::Sixteen(v) => v.iter().map(|&s| self.sixteen[usize::from(s)]).collect(),
         }
     }
 }
