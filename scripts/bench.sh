@@ -68,7 +68,9 @@ rm -rf "$WORK/data-$P1" "$WORK/data-$P10"
 # prepare's own stage time (prepare.json counts.seconds: walk, decode, write shards and tables)
 # is compared with the notebook loop's own timer (the loop alone, without interpreter start-up
 # or imports); the report takes medians. Every timed run starts after `sync`, so that no run
-# shares the CPUs with the kernel writing back the previous run's ~60-600 MB of shards.
+# shares the CPUs with the kernel writing back the previous run's ~60-600 MB of shards, and each
+# round writes a fresh directory: deleting the last round's shards right before a run would make
+# the file system discard their blocks (this disk is mounted with `discard`) during the run.
 compare_prepare() {
   local tree=$1 tag=$2 rounds=$3; shift 3
   find "$tree" -name '*.png' -exec cat {} + > /dev/null  # same warm page cache for both
@@ -76,13 +78,19 @@ compare_prepare() {
     sync
     time_json "seed_loader_${tag}_r$r" python3 scripts/seed_loader.py "$tree"
     for codec in "$@"; do
-      rm -rf "$WORK/data-$tag-$codec"
+      rm -rf "$WORK/data-$tag-$codec-r$r"
       sync
       time_json "prepare_${codec}_${tag}_r$r" "$BIN" -q prepare --input "$tree" \
-        --out "$WORK/data-$tag-$codec" --threads "$THREADS" --image-compression "$codec"
-      stage_json "prepare_${codec}_${tag}_r$r" "$WORK/data-$tag-$codec/prepare.json"
+        --out "$WORK/data-$tag-$codec-r$r" --threads "$THREADS" --image-compression "$codec"
+      stage_json "prepare_${codec}_${tag}_r$r" "$WORK/data-$tag-$codec-r$r/prepare.json"
     done
   done
+  for codec in "$@"; do
+    rm -rf "$WORK/data-$tag-$codec"
+    mv "$WORK/data-$tag-$codec-r$rounds" "$WORK/data-$tag-$codec"
+    for r in $(seq 1 $((rounds - 1))); do rm -rf "$WORK/data-$tag-$codec-r$r"; done
+  done
+  sync
 }
 echo "bench: prepare vs the notebook loader: $P1 patients, $REPS rounds" >&2
 compare_prepare "$WORK/tree-$P1" 1x "$REPS" none zstd

@@ -187,7 +187,9 @@ print("""## Notes
   -5%); the pixel columns reach Parquet as `BinaryView` arrays over the records' own buffers (one
   copy of every pixel less: -3%); one `read` per file instead of two.
 - `make bench` runs `sync` before every timed prepare and notebook-loop run, so that no run
-  shares the two cores with the kernel writing back the previous run's shards.
+  shares the two cores with the kernel writing back the previous run's shards, and each prepare
+  round writes a fresh data directory (the disk is mounted with `discard`, and deleting the last
+  round's shards just before a run had the file system discarding their blocks during it).
 - **Train step**: candle 0.11 on CPU stays 5-7x slower than PyTorch's oneDNN kernels. lungseg's own
   conv2d backward (`src/model/fast_conv.rs`: im2col grad-input, shift-gemm grad-weight) is the
   "fast / reference" column; the forward pass and BatchNorm are still candle's.
