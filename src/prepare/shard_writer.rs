@@ -244,3 +244,59 @@ impl BinaryViews {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{column, read_table};
+    use arrow_array::BinaryArray;
+
+    /// A record of `h`x`w` pixels whose bytes all differ from row to row.
+    fn record(i: usize, h: usize, w: usize) -> SliceRecord {
+        let mut r = crate::train::test_shards::record(i, 0);
+        let n = h * w;
+        (r.height, r.width) = (h, w);
+        r.image = (0..n).map(|p| (i * 1000 + p) as f32 / 1e5).collect();
+        r.rater_bits = (0..n).map(|p| ((i + p) % 16) as u8).collect();
+        r.mask = r.rater_bits.iter().map(|&b| u8::from(b != 0)).collect();
+        r.mask_pixels = r.mask.iter().map(|&m| u64::from(m)).sum();
+        r
+    }
+
+    #[test]
+    fn pixel_columns_read_back_exactly_for_tiny_and_large_slices() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        std::fs::create_dir_all(data.shards_dir()).unwrap();
+        // 1x1 and 2x3 masks (1 and 6 bytes) and a 1x1 image (4 bytes) fit inside their views;
+        // the rest live in their own buffers.
+        let sizes = [(1, 1), (2, 3), (3, 4), (7, 5), (128, 128), (1, 1)];
+        let records: Vec<SliceRecord> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &(h, w))| record(i, h, w))
+            .collect();
+        let mut writer = ShardWriter::new(data.clone(), 100, 4, ImageCompression::None);
+        for r in records.clone() {
+            writer.push(r).unwrap();
+        }
+        assert_eq!(writer.finish().unwrap().0, 1);
+        let path = data.shard_path(&DataDir::shard_name(0));
+        let batches = read_table(&path, &schema::spec("slices")).unwrap();
+        let mut row = 0;
+        for batch in &batches {
+            let image = column::<BinaryArray>(batch, "image", &path).unwrap();
+            let mask = column::<BinaryArray>(batch, "mask", &path).unwrap();
+            let bits = column::<BinaryArray>(batch, "rater_bits", &path).unwrap();
+            for k in 0..batch.num_rows() {
+                let want = &records[row];
+                let le: Vec<u8> = want.image.iter().flat_map(|v| v.to_le_bytes()).collect();
+                assert_eq!(image.value(k), &le[..], "row {row}");
+                assert_eq!(mask.value(k), &want.mask[..], "row {row}");
+                assert_eq!(bits.value(k), &want.rater_bits[..], "row {row}");
+                row += 1;
+            }
+        }
+        assert_eq!(row, records.len());
+    }
+}

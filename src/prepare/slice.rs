@@ -26,8 +26,7 @@ pub struct SliceRecord {
     pub width: usize,
     /// 8 or 16.
     pub source_bits: u8,
-    /// Intensities in [0,1], row-major (stored as little-endian f32 bytes, see
-    /// [`SliceRecord::image_le_bytes`]).
+    /// Intensities in [0,1], row-major (the shards store them as little-endian f32 bytes).
     pub image: Vec<f32>,
     /// Union of the present raters: 1 where any marked the pixel.
     pub mask: Vec<u8>,
@@ -37,18 +36,6 @@ pub struct SliceRecord {
     pub raters_present: u8,
     /// Number of 1s in `mask`.
     pub mask_pixels: u64,
-}
-
-impl SliceRecord {
-    /// The intensities as the shards store them: little-endian f32 bytes. On little-endian
-    /// machines this is a view of [`SliceRecord::image`], not a copy.
-    pub fn image_le_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
-        if cfg!(target_endian = "little") {
-            std::borrow::Cow::Borrowed(bytemuck::cast_slice(&self.image))
-        } else {
-            std::borrow::Cow::Owned(self.image.iter().flat_map(|v| v.to_le_bytes()).collect())
-        }
-    }
 }
 
 /// What happened to one slice job.

@@ -17,6 +17,6 @@ pub mod state;
 pub mod trainer;
 
 #[cfg(test)]
-mod test_shards;
+pub(crate) mod test_shards;
 
 pub use trainer::{run, TrainReport, INTERRUPTED};
