@@ -323,136 +323,57 @@ mod tests {
         let mut bytes = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.next_u64() as u8).collect() };
         let (w, h) = (7u32, 5u32);
         let n = (w * h) as usize;
-        let cases: Vec<(&str, Vec<u8>)> = vec![
-            (
-                "gray8",
-                png(DynamicImage::ImageLuma8(
-                    image::GrayImage::from_raw(w, h, bytes(n)).unwrap(),
-                )),
-            ),
+        use png::{BitDepth, ColorType};
+        // (name, colour, depth, bytes of image data) for the formats written without a palette.
+        // 1-bit gray rows take ceil(7/8) = 1 byte (EXPAND scales 1 to 255); 4-bit rows 4 bytes.
+        let plain = [
             (
                 "gray-alpha8",
-                raw_png(
-                    w,
-                    h,
-                    png::ColorType::GrayscaleAlpha,
-                    png::BitDepth::Eight,
-                    None,
-                    None,
-                    &bytes(2 * n),
-                ),
+                ColorType::GrayscaleAlpha,
+                BitDepth::Eight,
+                2 * n,
             ),
-            (
-                "rgb8",
-                raw_png(
-                    w,
-                    h,
-                    png::ColorType::Rgb,
-                    png::BitDepth::Eight,
-                    None,
-                    None,
-                    &bytes(3 * n),
-                ),
-            ),
-            (
-                "rgba8",
-                raw_png(
-                    w,
-                    h,
-                    png::ColorType::Rgba,
-                    png::BitDepth::Eight,
-                    None,
-                    None,
-                    &bytes(4 * n),
-                ),
-            ),
-            (
-                "gray16",
-                raw_png(
-                    w,
-                    h,
-                    png::ColorType::Grayscale,
-                    png::BitDepth::Sixteen,
-                    None,
-                    None,
-                    &bytes(2 * n),
-                ),
-            ),
+            ("rgb8", ColorType::Rgb, BitDepth::Eight, 3 * n),
+            ("rgba8", ColorType::Rgba, BitDepth::Eight, 4 * n),
+            ("gray16", ColorType::Grayscale, BitDepth::Sixteen, 2 * n),
             (
                 "gray-alpha16",
-                raw_png(
-                    w,
-                    h,
-                    png::ColorType::GrayscaleAlpha,
-                    png::BitDepth::Sixteen,
-                    None,
-                    None,
-                    &bytes(4 * n),
-                ),
+                ColorType::GrayscaleAlpha,
+                BitDepth::Sixteen,
+                4 * n,
             ),
-            (
-                "rgb16",
-                raw_png(
-                    w,
-                    h,
-                    png::ColorType::Rgb,
-                    png::BitDepth::Sixteen,
-                    None,
-                    None,
-                    &bytes(6 * n),
-                ),
-            ),
-            (
-                "rgba16",
-                raw_png(
-                    w,
-                    h,
-                    png::ColorType::Rgba,
-                    png::BitDepth::Sixteen,
-                    None,
-                    None,
-                    &bytes(8 * n),
-                ),
-            ),
-            // 1-bit gray: rows of ceil(7/8) = 1 byte; EXPAND scales 1 to 255.
-            (
-                "gray1",
-                raw_png(
-                    w,
-                    h,
-                    png::ColorType::Grayscale,
-                    png::BitDepth::One,
-                    None,
-                    None,
-                    &bytes(h as usize),
-                ),
-            ),
+            ("rgb16", ColorType::Rgb, BitDepth::Sixteen, 6 * n),
+            ("rgba16", ColorType::Rgba, BitDepth::Sixteen, 8 * n),
+            ("gray1", ColorType::Grayscale, BitDepth::One, h as usize),
             (
                 "gray4",
-                raw_png(
-                    w,
-                    h,
-                    png::ColorType::Grayscale,
-                    png::BitDepth::Four,
-                    None,
-                    None,
-                    &bytes(4 * h as usize),
-                ),
-            ),
-            // A 4-entry palette, 8-bit indices 0..3, and a tRNS chunk (becomes alpha, dropped).
-            (
-                "palette",
-                raw_png(
-                    w,
-                    h,
-                    png::ColorType::Indexed,
-                    png::BitDepth::Eight,
-                    Some(vec![0, 0, 0, 200, 100, 50, 9, 9, 9, 255, 255, 254]),
-                    Some(vec![255, 128]),
-                    &bytes(n).iter().map(|b| b % 4).collect::<Vec<_>>(),
-                ),
+                ColorType::Grayscale,
+                BitDepth::Four,
+                4 * h as usize,
             ),
         ];
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![(
+            "gray8",
+            png(DynamicImage::ImageLuma8(
+                image::GrayImage::from_raw(w, h, bytes(n)).unwrap(),
+            )),
+        )];
+        for (name, colour, depth, len) in plain {
+            cases.push((name, raw_png(w, h, colour, depth, None, None, &bytes(len))));
+        }
+        // A 4-entry palette, 8-bit indices 0..3, and a tRNS chunk (becomes alpha, dropped).
+        cases.push((
+            "palette",
+            raw_png(
+                w,
+                h,
+                ColorType::Indexed,
+                BitDepth::Eight,
+                Some(vec![0, 0, 0, 200, 100, 50, 9, 9, 9, 255, 255, 254]),
+                Some(vec![255, 128]),
+                &bytes(n).iter().map(|b| b % 4).collect::<Vec<_>>(),
+            ),
+        ));
         // One scratch for every case, so that reused buffers are exercised too.
         let mut scratch = PngScratch::default();
         for (name, png_bytes) in &cases {
