@@ -159,8 +159,12 @@ if candle_gpu and torch_gpu:
     st = jsonl(os.path.join(gpu_dir, "stream-cuda.json"))
     if st:
         print(f"\nStreaming shards to CUDA batches: {st[0]['patches_per_s']:.0f} patches/s on the node.")
+    wide = [(c, t) for c in candle_gpu for t in torch_gpu if c["base"] == t["base"] == 64
+            and c["mode"] == t["mode"] == "train-step"]
+    slower = (f"~{wide[0][0]['seconds_per_step'] / wide[0][1]['seconds_per_step']:.0f}x"
+              if wide else "many times")
     print("\ncandle 0.11 has no cuDNN path in this build: its CUDA conv2d is im2col + cuBLAS and its "
-          "conv backward goes through a naive transposed convolution, so a training step is ~12x "
+          f"conv backward goes through a naive transposed convolution, so a training step is {slower} "
           "slower than PyTorch (cuDNN) at width 64. The 2-epoch training run in the same call "
           "reached Dice 0.77 on validation (`docs/gpu/gpu-check.log`).\n")
 
