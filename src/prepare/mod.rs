@@ -7,6 +7,7 @@ pub mod gray_png;
 pub mod intensity;
 pub mod manifest;
 pub mod natural;
+pub mod nodule_dir;
 pub mod reject;
 pub mod shard_writer;
 pub mod slice;
@@ -22,6 +23,7 @@ use reject::write_rejects;
 use serde::{Deserialize, Serialize};
 use shard_writer::{ImageCompression, ShardWriter};
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 /// The stage settings (`pipeline/prepare.toml`, overridable by flags).
@@ -330,12 +332,21 @@ fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
                 shards.finish()
             })
             .map_err(|e| Error::io(data.shards_dir(), e))?;
+        // One scratch per worker thread for the whole run (`map_init` would start a fresh one
+        // for every piece rayon splits a batch into).
+        let scratches: Vec<Mutex<slice::SliceScratch>> = (0..pool.current_num_threads())
+            .map(|_| Mutex::default())
+            .collect();
         for batch in tree.jobs.chunks(DECODE_BATCH) {
             let outcomes: Vec<slice::SliceOutcome> = pool.install(|| {
                 batch
                     .par_iter()
-                    .map_init(slice::SliceScratch::default, |scratch, j| {
-                        slice::process(j, &lut, scratch)
+                    .map(|j| {
+                        let worker = rayon::current_thread_index().unwrap_or(0);
+                        let mut scratch = scratches[worker % scratches.len()]
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        slice::process(j, &lut, &mut scratch)
                     })
                     .collect()
             });
