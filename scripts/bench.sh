@@ -30,15 +30,17 @@ mkdir -p "$WORK"
 LOG=$WORK/results.jsonl
 : > "$LOG"
 
-# time_json NAME CMD...: runs CMD under /usr/bin/time, appends {name, wall_s, max_rss_mb}.
+# time_json NAME CMD...: runs CMD under /usr/bin/time, appends {name, wall_s, max_rss_mb, user_s,
+# sys_s}.
 time_json() {
   local name=$1; shift
-  /usr/bin/time -f '%e %M' -o "$WORK/time.txt" "$@" > "$WORK/$name.out" 2> "$WORK/$name.err"
-  read -r wall rss < "$WORK/time.txt"
-  python3 - "$name" "$wall" "$rss" "$WORK/$name.out" >> "$LOG" <<'PY'
+  /usr/bin/time -f '%e %M %U %S' -o "$WORK/time.txt" "$@" > "$WORK/$name.out" 2> "$WORK/$name.err"
+  read -r wall rss user sys < "$WORK/time.txt"
+  python3 - "$name" "$wall" "$rss" "$user" "$sys" "$WORK/$name.out" >> "$LOG" <<'PY'
 import json, sys
-name, wall, rss, out = sys.argv[1:]
-rec = {"name": name, "wall_s": float(wall), "max_rss_mb": int(rss) / 1024}
+name, wall, rss, user, sys_s, out = sys.argv[1:]
+rec = {"name": name, "wall_s": float(wall), "max_rss_mb": int(rss) / 1024,
+       "user_s": float(user), "sys_s": float(sys_s)}
 try:
     rec["stdout"] = json.loads(open(out).read().strip().splitlines()[-1])
 except Exception:

@@ -92,6 +92,17 @@ for tag in ("1x", "10x"):
         print(f"- **{n} slices: prepare / notebook loop {headline[('none', tag, 'stage time')]:.2f}x** by stage "
               f"time (per-round {lo:.2f}-{hi:.2f}x; {headline[('none', tag, 'process wall')]:.2f}x by "
               "process wall). Target >= 5x.")
+for tag in ("1x", "10x"):
+    cpu_runs = {"the notebook loop": rounds(f"seed_loader_{tag}"), "prepare": rounds(f"prepare_none_{tag}")}
+    if all(runs and "user_s" in runs[0] for runs in cpu_runs.values()):
+        n = headline.get(("none", tag, "rounds"), (0, 0, "?"))[2]
+        parts = []
+        for who, runs in cpu_runs.items():
+            user = [r["user_s"] for r in runs]
+            system = [r["sys_s"] for r in runs]
+            parts.append(f"{who} user {statistics.median(user):.2f} s ({min(user):.2f}-{max(user):.2f}), "
+                         f"system {statistics.median(system):.2f} s ({min(system):.2f}-{max(system):.2f})")
+        print(f"- CPU per run at {n} slices, median (range): " + "; ".join(parts) + ".")
 if ("zstd", "1x", "stage time") in headline:
     print(f"- With the image column zstd-compressed as well: {headline[('zstd', '1x', 'stage time')]:.2f}x "
           "on the small tree.")
@@ -170,18 +181,27 @@ if candle_gpu and torch_gpu:
 
 print("""## Notes
 
-- **prepare** is CPU-bound on both cores: ~0.40 CPU-seconds for 2,114 slices, of which the shard
-  writer thread takes ~29% (the copy into Parquet's page encoder and page assembly, zstd of the
-  mask columns, and the kernel's page-cache writes, ~13% on its own) and the decoding threads the
-  rest: PNG inflate ~17% (fdeflate), unfiltering ~8% (Avg and Paeth rows are serial chains),
-  opening, reading and closing 5 files per slice ~10%, the walk ~5%. The notebook loop only
-  decodes: it writes nothing.
+- **prepare** is CPU-bound on both cores: ~0.33 CPU-seconds for 2,114 slices, of which the shard
+  writer thread takes ~27% (two copies of every pixel inside Parquet's page encoder and page
+  assembly, zstd of the mask columns, the kernel's page-cache writes) and the decoding threads
+  the rest: PNG inflate ~20% (fdeflate; on these files libdeflate and miniz_oxide, built with
+  full optimisation, take 37 and 59 us per image against fdeflate's 26 us), unfiltering ~8%,
+  intensity mapping ~3%, opening and reading 5 files per slice ~7%, the walk ~5%. The notebook
+  loop only decodes: it writes nothing.
+- **Why the 2k-slice rounds scatter more than the 20k ones.** A 2k-slice run lasts ~0.2 s and
+  first-touches ~45 MB of heap, which the kernel must clear. This VM (Firecracker, nested
+  virtualisation, free page reporting on) hands freed guest memory back to the host, so how much
+  a cleared page costs depends on what ran before: `perf record` on bench-like rounds puts
+  `clear_page_erms` at 5% of a 0.21 s round and 20% of a 0.29 s one, and across rounds prepare's
+  user time stays within 0.18-0.26 s while its system time ranges 0.09-0.43 s (the CPU line
+  above shows this run's ranges). On the 20k tree the same fixed costs are spread over ten times
+  the work.
 - From 1.7x to 4x (earlier): the f32 image column is stored plain by default (zstd at ~300 MB/s
   on f32 pixels cost a third of the CPU for a 3.2x smaller column; `--image-compression zstd`
   restores it); glibc keeps freed slice buffers between batches (`src/malloc_tuning.rs`); PNGs
   decoded into reused buffers; intensities from lookup tables; the walk types entries from
   `readdir`.
-- From 4x to 5x (this round, each measured as paired A/B runs of CPU time):
+- From 4x to 5x (session 3, each measured as paired A/B runs of CPU time):
   lungseg and prepare's hot dependencies are built without debug assertions in the dev profile
   (core's inlined precondition checks halved the speed of every per-pixel loop; -6 to -16% of
   the decode CPU); plain gray PNGs are inflated and unfiltered in one shot (`src/prepare/gray_png.rs`,
@@ -190,6 +210,12 @@ print("""## Notes
   its TLB: -6 to -8%); decode batches of 64 slices instead of 256 (less fresh memory in flight:
   -5%); the pixel columns reach Parquet as `BinaryView` arrays over the records' own buffers (one
   copy of every pixel less: -3%); one `read` per file instead of two.
+- Session 4 (-8% CPU, output byte-identical): consecutive Average/Paeth rows are unfiltered in
+  pairs, whose dependency chains the CPU overlaps (images decode ~10% faster); a mask file
+  byte-identical to the last blank mask decoded on that worker is known blank without inflating
+  it (a sixth of the mask files); files are opened relative to a held handle on their nodule
+  folder (`openat`: two path components per file instead of seven); one decoding scratch per
+  worker thread for the whole run.
 - `make bench` runs `sync` before every timed prepare and notebook-loop run, so that no run
   shares the two cores with the kernel writing back the previous run's shards, and each prepare
   round writes a fresh data directory (the disk is mounted with `discard`, and deleting the last
