@@ -45,6 +45,10 @@ cp "$tests" "$stage/gpu/lib-tests"
 cudart=$(ldconfig -p | awk '/libcudart.so.11.0/ {print $NF; exit}')
 [ -n "$cudart" ] && cp -L "$cudart" "$stage/gpu/lib/"
 strip "$stage/gpu/lungseg" "$stage/gpu/lungseg-bench" "$stage/gpu/lib-tests"
+# The node's copy of the tree may carry a stale git state, so the bundle names its own source.
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || rev="$rev+uncommitted changes"
+echo "$rev" > "$stage/gpu/REVISION"
 rm -rf .gpu && mkdir -p .gpu
 tar -C "$stage" -cf - gpu | xz -T0 -9 -q > .gpu/bundle.tar.xz.tmp
 mv .gpu/bundle.tar.xz.tmp .gpu/bundle.tar.xz

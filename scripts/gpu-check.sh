@@ -21,7 +21,7 @@ step "node"
 {
   echo "date: $(date -u +%F)"
   echo "device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
-  echo "revision: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "revision: $(cat "$G/REVISION" 2>/dev/null || echo unknown) (the CUDA build in .gpu/bundle.tar.xz)"
   echo "command: scripts/gpu-check.sh"
 } | tee "$OUT/measured.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
