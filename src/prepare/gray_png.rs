@@ -73,23 +73,23 @@ impl GrayPngScratch {
                 0 => &self.zero_row[..],
                 _ => &done[(y - 1) * row_bytes..],
             };
-            let next_filter = self.filtered.get((y + 1) * line_bytes).copied();
-            if let (true, Some(next_filter)) = (is_serial(line[0]), next_filter) {
-                if is_serial(next_filter) {
-                    let next = &self.filtered[(y + 1) * line_bytes + 1..(y + 2) * line_bytes];
-                    let (out, out_next) = rest[..2 * row_bytes].split_at_mut(row_bytes);
-                    let rows = SerialRows {
-                        filters: [line[0], next_filter],
-                        src: [&line[1..], next],
-                        prev,
-                    };
-                    match bytes_per_sample {
-                        1 => rows.unfilter::<1>(out, out_next),
-                        _ => rows.unfilter::<2>(out, out_next),
-                    }
-                    y += 2;
-                    continue;
+            if y + 1 < height
+                && is_serial(line[0])
+                && is_serial(self.filtered[(y + 1) * line_bytes])
+            {
+                let next = &self.filtered[(y + 1) * line_bytes..(y + 2) * line_bytes];
+                let (out, out_next) = rest[..2 * row_bytes].split_at_mut(row_bytes);
+                let rows = SerialRows {
+                    filters: [line[0], next[0]],
+                    src: [&line[1..], &next[1..]],
+                    prev,
+                };
+                match bytes_per_sample {
+                    1 => rows.unfilter::<1>(out, out_next),
+                    _ => rows.unfilter::<2>(out, out_next),
                 }
+                y += 2;
+                continue;
             }
             let out = &mut rest[..row_bytes];
             let ok = match bytes_per_sample {
@@ -285,8 +285,8 @@ fn is_serial(filter: u8) -> bool {
 
 /// Two consecutive Average/Paeth rows, unfiltered together: byte i of the second row needs only
 /// byte i of the first and its own left neighbour, so the two dependency chains run side by
-/// side, one byte apart, and the CPU overlaps them (about 1.6x faster on 8-bit slices than one
-/// row after the other).
+/// side, one byte apart, and the CPU overlaps them. On the synthetic 128x128 slices (two thirds
+/// of their rows are Average or Paeth) a whole image decodes ~10% faster: 38 against 42 us.
 struct SerialRows<'a> {
     /// The rows' filter types, each 3 or 4.
     filters: [u8; 2],
