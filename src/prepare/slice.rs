@@ -88,15 +88,19 @@ impl BlankMask {
 /// Why a file could not be used: the reject reason and its detail.
 type FileFailure = (RejectReason, String);
 
+/// A failed open or read of an input file.
+fn io_failure(e: std::io::Error) -> FileFailure {
+    (RejectReason::IoError, e.to_string())
+}
+
 /// Opens `path` and reads it with one call (see [`FileBytes::read_first`]).
 fn open_and_read(
     path: &Path,
     dir: &mut NoduleDir,
     file: &mut FileBytes,
 ) -> Result<std::fs::File, FileFailure> {
-    let io_error = |e: std::io::Error| (RejectReason::IoError, e.to_string());
-    let mut handle = dir.open(path).map_err(io_error)?;
-    file.read_first(&mut handle).map_err(io_error)?;
+    let mut handle = dir.open(path).map_err(io_failure)?;
+    file.read_first(&mut handle).map_err(io_failure)?;
     Ok(handle)
 }
 
@@ -112,8 +116,7 @@ fn decode_plane<'a>(
     if let Some((height, width)) = png.decode_plain_gray(file.bytes()) {
         return Ok((png.plain_gray_view(height, width), true));
     }
-    file.read_rest(handle)
-        .map_err(|e| (RejectReason::IoError, e.to_string()))?;
+    file.read_rest(handle).map_err(io_failure)?;
     let plane = png.decode(file.bytes()).map_err(|f| match f {
         DecodeFailure::Corrupt(m) => (RejectReason::PngDecode, m),
         DecodeFailure::Unsupported(m) => (RejectReason::UnsupportedPixelFormat, m),
