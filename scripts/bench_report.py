@@ -222,7 +222,11 @@ print("""## Notes
   round's shards just before a run had the file system discarding their blocks during it).
 - **Train step**: candle 0.11 on CPU stays 5-7x slower than PyTorch's oneDNN kernels. lungseg's own
   conv2d backward (`src/model/fast_conv.rs`: im2col grad-input, shift-gemm grad-weight) is the
-  "fast / reference" column; the forward pass and BatchNorm are still candle's.
+  "fast / reference" column; the forward pass and BatchNorm are still candle's. Three
+  weight-gradient algorithms were measured on a `B=8, 96->32, 128x128, k=3` layer at 2 threads:
+  candle's formula (`conv2d(x^T, grad_y^T)^T`) 1.1 s, an explicit im2col matrix times `grad_y`
+  4.0 s (building the matrix from padded, shifted views dominates), shift-gemm 0.54 s. The two
+  losers were deleted in session 5; the figures stay here.
 - Timings on this shared 2-core VM vary by +-15% from run to run; hence the interleaved rounds and
   medians for prepare. Streaming and prepare figures depend on the page cache; the script warms it.
 """)

@@ -5,13 +5,13 @@ use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Parser, Subcommand};
 use lungseg::layout::DataDir;
+use lungseg::model::loss::LossKind;
+use lungseg::model::optim::{Adam, AdamParams};
 use lungseg::model::{ConvImpl, UNet, UNetConfig, Upsample2x};
 use lungseg::rng::SplitMix64;
 use lungseg::train::batcher::{Batcher, PatchBatch};
 use lungseg::train::fusion::RaterFusion;
 use lungseg::train::loader::{ShardStream, SliceIndex, StreamOptions};
-use lungseg::train::loss::LossKind;
-use lungseg::train::optim::{Adam, AdamParams};
 use lungseg::train::patch::PatchSampler;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -96,7 +96,7 @@ fn train_step(
         conv,
         VarBuilder::from_varmap(&vm, DType::F32, &dev),
     )?;
-    lungseg::train::init::init_like_pytorch(&vm, 0)?;
+    lungseg::model::init::init_like_pytorch(&vm, 0)?;
     let vars = lungseg::model::trainable_vars(&vm);
     let mut opt = Adam::new(vars, AdamParams::default())?;
     let mut rng = SplitMix64::new(0);

@@ -11,7 +11,8 @@
 //! which candle runs through its tiled im2col + gemm kernel. [`conv2d_fast_backward`] wraps
 //! candle's own `conv2d` forward in a [`CustomOp2`] whose backward does exactly that, and computes
 //! the weight gradient with one gemm per kernel tap on shifted views of the padded input
-//! ([`GradWeight::ShiftGemm`]; candle's formula and an explicit im2col product are selectable). The
+//! ([`grad_weight_shift`]; it beat candle's formula and an explicit im2col product, see
+//! BENCHMARKS.md). The
 //! bias is not part of the op: add it outside as a broadcast, whose gradient candle already
 //! computes as a sum over `(B, H, W)`.
 //!
@@ -35,29 +36,11 @@ pub enum ConvImpl {
     FastBackward,
 }
 
-/// How the weight gradient is computed. Measured on a `B=8, 96→32, 128², k=3` layer at 2
-/// threads: candle's formula 1.1 s, explicit im2col 4.0 s (building the matrix from padded,
-/// shifted views dominates), shift-gemm 0.54 s, hence the default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum GradWeight {
-    /// Explicit im2col matrix `(C_in·k·k, B·H·W)` and one gemm against `grad_y` as
-    /// `(C_out, B·H·W)`.
-    Im2colMatmul,
-    /// candle's formula: `conv2d(xᵀ, grad_yᵀ)ᵀ` with `B` as the contracted channel axis.
-    CandleConv,
-    /// One batched gemm per tap `(i, j)` on shifted views of the zero-padded input, flattened
-    /// so that every shift is a plain offset (no im2col matrix).
-    #[default]
-    ShiftGemm,
-}
-
 /// The custom op: `conv2d(x, w, padding)` with stride 1, dilation 1, one group.
 #[derive(Debug, Clone, Copy)]
 pub struct FastConv2d {
     /// Symmetric zero padding.
     pub padding: usize,
-    /// Weight-gradient algorithm.
-    pub grad_weight: GradWeight,
 }
 
 /// Copies a contiguous CPU storage into a fresh CPU tensor of the layout's shape.
@@ -98,37 +81,6 @@ pub fn grad_input(grad_y: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor>
     grad_y
         .contiguous()?
         .conv2d(&flip_transpose_weight(w)?, kh - 1 - padding, 1, 1, 1)
-}
-
-/// `dL/dw` the way candle's backprop computes it.
-pub fn grad_weight_candle(x: &Tensor, grad_y: &Tensor, padding: usize) -> Result<Tensor> {
-    x.transpose(0, 1)?
-        .conv2d(&grad_y.transpose(0, 1)?, padding, 1, 1, 1)?
-        .transpose(0, 1)
-}
-
-/// `dL/dw` as `grad_y (C_out, B·H·W) @ im2col(x)ᵀ (B·H·W, C_in·k·k)`.
-pub fn grad_weight_im2col(x: &Tensor, grad_y: &Tensor, k: usize, padding: usize) -> Result<Tensor> {
-    let (b, ci, _h, _w) = x.dims4()?;
-    let (_b, co, ho, wo) = grad_y.dims4()?;
-    let n = b * ho * wo;
-    let g = grad_y.transpose(0, 1)?.contiguous()?.reshape((co, n))?; // (C_out, B·Ho·Wo)
-    let xt = x.transpose(0, 1)?; // (C_in, B, H, W)
-    let cols = if k == 1 && padding == 0 {
-        xt.contiguous()?.reshape((ci, n))? // (C_in, B·H·W)
-    } else {
-        let xp = xt
-            .pad_with_zeros(2, padding, padding)?
-            .pad_with_zeros(3, padding, padding)?; // (C_in, B, H+2p, W+2p)
-        let mut taps = Vec::with_capacity(k * k);
-        for i in 0..k {
-            for j in 0..k {
-                taps.push(xp.narrow(2, i, ho)?.narrow(3, j, wo)?); // (C_in, B, Ho, Wo)
-            }
-        }
-        Tensor::stack(&taps, 1)?.reshape((ci * k * k, n))? // (C_in·k·k, B·Ho·Wo)
-    };
-    g.matmul(&cols.t()?)?.reshape((co, ci, k, k))
 }
 
 /// `dL/dw[:, :, i, j] = Σ_b grad_y[b] (C_out, Ho·Wp) @ shift_ij(x_pad[b])ᵀ (Ho·Wp, C_in)`, where
@@ -184,11 +136,7 @@ impl CustomOp2 for FastConv2d {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_co, _ci, k, _kw) = w.dims4()?;
         let gx = grad_input(grad_y, w, self.padding)?;
-        let gw = match self.grad_weight {
-            GradWeight::Im2colMatmul => grad_weight_im2col(x, grad_y, k, self.padding)?,
-            GradWeight::CandleConv => grad_weight_candle(x, grad_y, self.padding)?,
-            GradWeight::ShiftGemm => grad_weight_shift(x, grad_y, k, self.padding)?,
-        };
+        let gw = grad_weight_shift(x, grad_y, k, self.padding)?;
         Ok((Some(gx), Some(gw)))
     }
 }
@@ -215,16 +163,6 @@ fn cpu_storage_of(t: &Tensor) -> Result<CpuStorage> {
 /// # Shapes
 /// `xs`: `(B, C_in, H, W)`, `weight`: `(C_out, C_in, k, k)` → `(B, C_out, H+2p-k+1, W+2p-k+1)`.
 pub fn conv2d_fast_backward(xs: &Tensor, weight: &Tensor, padding: usize) -> Result<Tensor> {
-    conv2d_fast_backward_with(xs, weight, padding, GradWeight::default())
-}
-
-/// [`conv2d_fast_backward`] with a chosen weight-gradient algorithm.
-pub fn conv2d_fast_backward_with(
-    xs: &Tensor,
-    weight: &Tensor,
-    padding: usize,
-    grad_weight: GradWeight,
-) -> Result<Tensor> {
     let (_b, ci, _h, _w) = xs.dims4()?;
     let (_co, ci_k, kh, kw) = weight.dims4()?;
     if ci != ci_k {
@@ -233,13 +171,8 @@ pub fn conv2d_fast_backward_with(
     if kh != kw {
         candle_core::bail!("fast-conv2d needs a square kernel, got {kh}x{kw}")
     }
-    xs.contiguous()?.apply_op2(
-        &weight.contiguous()?,
-        FastConv2d {
-            padding,
-            grad_weight,
-        },
-    )
+    xs.contiguous()?
+        .apply_op2(&weight.contiguous()?, FastConv2d { padding })
 }
 
 #[cfg(test)]
@@ -261,11 +194,12 @@ mod tests {
         b: &Var,
         r: &Tensor,
         padding: usize,
-        fast: Option<GradWeight>,
+        fast: bool,
     ) -> Result<(Tensor, [Tensor; 3])> {
-        let y = match fast {
-            Some(gw) => conv2d_fast_backward_with(x.as_tensor(), w.as_tensor(), padding, gw)?,
-            None => x.as_tensor().conv2d(w.as_tensor(), padding, 1, 1, 1)?,
+        let y = if fast {
+            conv2d_fast_backward(x.as_tensor(), w.as_tensor(), padding)?
+        } else {
+            x.as_tensor().conv2d(w.as_tensor(), padding, 1, 1, 1)?
         };
         let y = y.broadcast_add(&b.as_tensor().reshape((1, b.dims1()?, 1, 1))?)?;
         let gs = (&y * r)?.sum_all()?.backward()?;
@@ -285,23 +219,14 @@ mod tests {
             let b = Var::randn(0f32, 1.0, co, &dev)?;
             let (ho, wo) = (h + 2 * p + 1 - k, w + 2 * p + 1 - k);
             let r = Tensor::randn(0f32, 1.0, (bsz, co, ho, wo), &dev)?;
-            let (y_ref, g_ref) = grads(&x, &wt, &b, &r, p, None)?;
-            for gw in [
-                GradWeight::Im2colMatmul,
-                GradWeight::CandleConv,
-                GradWeight::ShiftGemm,
-            ] {
-                let (y, g) = grads(&x, &wt, &b, &r, p, Some(gw))?;
-                let diff = (&y - &y_ref)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert_eq!(diff, 0.0, "forward differs ({gw:?})");
-                for (name, (a, e)) in ["input", "weight", "bias"].iter().zip(g.iter().zip(&g_ref)) {
-                    assert_eq!(a.dims(), e.dims(), "{name} gradient shape ({gw:?})");
-                    let err = rel_err(a, e)?;
-                    assert!(
-                        err < 1e-4,
-                        "{name} gradient rel err {err} ({gw:?}, k={k}, p={p})"
-                    );
-                }
+            let (y_ref, g_ref) = grads(&x, &wt, &b, &r, p, false)?;
+            let (y, g) = grads(&x, &wt, &b, &r, p, true)?;
+            let diff = (&y - &y_ref)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "forward differs");
+            for (name, (a, e)) in ["input", "weight", "bias"].iter().zip(g.iter().zip(&g_ref)) {
+                assert_eq!(a.dims(), e.dims(), "{name} gradient shape");
+                let err = rel_err(a, e)?;
+                assert!(err < 1e-4, "{name} gradient rel err {err} (k={k}, p={p})");
             }
             Ok(())
         };
@@ -400,20 +325,20 @@ mod tests {
             let gx = grad_input(&g, w.as_tensor(), p)?;
             let gx_s = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let gw_ref = grad_weight_candle(x.as_tensor(), &g, p)?;
+            // candle's backprop formula: conv2d(xᵀ, grad_yᵀ)ᵀ with B as the contracted axis.
+            let gw_ref = x
+                .as_tensor()
+                .transpose(0, 1)?
+                .conv2d(&g.transpose(0, 1)?, p, 1, 1, 1)?
+                .transpose(0, 1)?;
             let gw_ref_s = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let gw = grad_weight_im2col(x.as_tensor(), &g, k, p)?;
-            let gw_s = t.elapsed().as_secs_f64();
             let t = Instant::now();
             let gws = grad_weight_shift(x.as_tensor(), &g, k, p)?;
             let gws_s = t.elapsed().as_secs_f64();
             println!(
                 "B={bsz} {ci}->{co} {h}x{h} k={k}: fwd {fwd:.3}s | grad_x candle {gx_ref_s:.3}s fast \
-                 {gx_s:.3}s (rel {:.1e}) | grad_w candle {gw_ref_s:.3}s im2col {gw_s:.3}s (rel {:.1e}) \
-                 shift {gws_s:.3}s (rel {:.1e})",
+                 {gx_s:.3}s (rel {:.1e}) | grad_w candle {gw_ref_s:.3}s shift {gws_s:.3}s (rel {:.1e})",
                 rel_err(&gx, &gx_ref)?,
-                rel_err(&gw, &gw_ref)?,
                 rel_err(&gws, &gw_ref)?,
             );
             drop(y);

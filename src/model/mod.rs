@@ -3,6 +3,9 @@
 
 pub mod bilinear;
 pub mod fast_conv;
+pub mod init;
+pub mod loss;
+pub mod optim;
 pub mod unet;
 
 pub use bilinear::upsample_bilinear2x;

@@ -370,10 +370,10 @@ mod tests {
 
     #[test]
     fn one_adamw_step_reduces_dice_loss() -> Result<()> {
-        use crate::train::loss::soft_dice_loss;
+        use crate::model::loss::soft_dice_loss;
         use candle_nn::{AdamW, Optimizer, ParamsAdamW};
         let (varmap, net) = build(4)?;
-        crate::train::init::init_like_pytorch(&varmap, 3)?;
+        crate::model::init::init_like_pytorch(&varmap, 3)?;
         let dev = Device::Cpu;
         let (x, _) = seeded_batch(5, &dev)?;
         // A square "nodule" in each slice.
@@ -419,7 +419,7 @@ mod tests {
 
     #[test]
     fn fast_conv_unet_gradients_match_reference() -> Result<()> {
-        use crate::train::loss::soft_dice_loss;
+        use crate::model::loss::soft_dice_loss;
         let varmap = VarMap::new();
         let dev = Device::Cpu;
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
@@ -432,7 +432,7 @@ mod tests {
         )?;
         let fast = UNet::with_impls(&cfg, Upsample2x::Bilinear, ConvImpl::FastBackward, vb)?;
         assert_eq!(fast.out.conv_impl(), ConvImpl::FastBackward);
-        crate::train::init::init_like_pytorch(&varmap, 7)?;
+        crate::model::init::init_like_pytorch(&varmap, 7)?;
         let (x, y) = seeded_batch(11, &dev)?;
         let logits_ref = reference.forward_t(&x, true)?;
         let logits_fast = fast.forward_t(&x, true)?;

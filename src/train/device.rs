@@ -137,8 +137,8 @@ mod tests {
     #[cfg(feature = "cuda")]
     #[test]
     fn cuda_matches_cpu_forward_and_step() {
+        use crate::model::loss::LossKind;
         use crate::model::{UNet, UNetConfig};
-        use crate::train::loss::LossKind;
         use candle_core::{DType, ModuleT, Tensor};
         use candle_nn::{VarBuilder, VarMap};
         let gpu = match Device::new_cuda(0) {
@@ -156,7 +156,7 @@ mod tests {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
             let model = UNet::new(&UNetConfig { base_channels: 4 }, vb).unwrap();
-            crate::train::init::init_like_pytorch(&vm, 3).unwrap();
+            crate::model::init::init_like_pytorch(&vm, 3).unwrap();
             let x: Vec<f32> = (0..2 * 32 * 32)
                 .map(|i| ((i * 7919) % 101) as f32 / 101.0)
                 .collect();

@@ -3,9 +3,9 @@
 use super::device::DeviceSpec;
 use super::early_stop::{Monitor, MonitorSpec};
 use super::fusion::RaterFusion;
-use super::loss::{LossKind, TverskyParams};
-use super::optim::AdamParams;
 use crate::error::{Error, Result};
+use crate::model::loss::{LossKind, TverskyParams};
+use crate::model::optim::AdamParams;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

@@ -2,11 +2,11 @@
 //! (`config.json`) and atomic checkpoint files.
 
 use super::early_stop::{EarlyStopping, StopReason};
-use super::optim::Adam;
 use super::settings::TrainConfig;
 use crate::atomic::{commit, write_json_atomic};
 use crate::error::{Error, Result};
 use crate::layout::{temporary_name, RunDir};
+use crate::model::optim::Adam;
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -2,21 +2,22 @@
 //! checkpoints and the epoch table, with exact `--resume` after an interruption.
 
 use super::batcher::{Batcher, PatchBatch};
+use super::device;
 use super::early_stop::{EarlyStopping, StopReason};
 use super::epochs::{read_epochs, write_epochs, EpochMetrics};
 use super::loader::{IndexEntry, Order, ShardStream, SliceIndex, StreamOptions};
 use super::metrics::{EpochAccumulator, EpochScores};
-use super::optim::Adam;
 use super::patch::{PatchSampler, WholeSliceBatch};
 use super::settings::{TrainConfig, TrainSettings};
 use super::state::{
     fingerprint, git_revision, load_optimizer, load_weights, read_json, save_last, save_weights,
     RunRecord, TrainState,
 };
-use super::{device, init};
 use crate::atomic::{remove_if_exists, write_json_atomic};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{DataDir, RunDir};
+use crate::model::init;
+use crate::model::optim::Adam;
 use crate::model::{trainable_vars, UNet, UNetConfig};
 use crate::rng::SplitMix64;
 use candle_core::{DType, Device, ModuleT};
