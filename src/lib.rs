@@ -3,23 +3,34 @@
 //! Each stage is a module with `run(&Config) -> Result<Report>`; stages talk only through the
 //! fixed-name files that [`layout`] knows.
 
+// Shared infrastructure.
 pub mod atomic;
-pub mod cli;
 pub mod config;
+pub mod data;
+pub mod device;
 pub mod error;
-pub mod eval;
+pub mod infer;
 pub mod layout;
 pub mod malloc_tuning;
+pub mod metrics;
 pub mod model;
+pub mod natural;
+pub mod overlay;
+pub mod pixels;
+pub mod progress;
+pub mod rng;
+pub mod run;
+pub mod schema;
+pub mod table;
+
+// The stages, on top of the shared layer.
+pub mod cli;
+pub mod eval;
 pub mod predict;
 pub mod prepare;
-pub mod progress;
 pub mod report;
-pub mod rng;
-pub mod schema;
 pub mod split;
 pub mod synth;
-pub mod table;
 pub mod train;
 
 pub use error::{Error, Result};

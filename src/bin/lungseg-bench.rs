@@ -4,15 +4,15 @@
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Parser, Subcommand};
+use lungseg::data::batcher::{Batcher, PatchBatch};
+use lungseg::data::fusion::RaterFusion;
+use lungseg::data::patch::PatchSampler;
+use lungseg::data::{ShardStream, SliceIndex, StreamOptions};
 use lungseg::layout::DataDir;
 use lungseg::model::loss::LossKind;
 use lungseg::model::optim::{Adam, AdamParams};
 use lungseg::model::{ConvImpl, UNet, UNetConfig, Upsample2x};
 use lungseg::rng::SplitMix64;
-use lungseg::train::batcher::{Batcher, PatchBatch};
-use lungseg::train::fusion::RaterFusion;
-use lungseg::train::loader::{ShardStream, SliceIndex, StreamOptions};
-use lungseg::train::patch::PatchSampler;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -61,8 +61,8 @@ enum What {
 }
 
 fn open_device(name: &str) -> anyhow::Result<Device> {
-    let spec: lungseg::train::device::DeviceSpec = name.parse().map_err(anyhow::Error::msg)?;
-    Ok(lungseg::train::device::open(spec)?)
+    let spec: lungseg::device::DeviceSpec = name.parse().map_err(anyhow::Error::msg)?;
+    Ok(lungseg::device::open(spec)?)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -125,7 +125,7 @@ fn train_step(
     }
     let s = median(times);
     Ok(serde_json::json!({
-        "framework": "candle", "device": lungseg::train::device::describe(&dev),
+        "framework": "candle", "device": lungseg::device::describe(&dev),
         "threads": rayon::current_num_threads(), "batch": batch, "size": size, "base": base,
         "seconds_per_step": s, "patches_per_s": batch as f64 / s, "steps": steps,
         "mode": if forward_only { "forward-only" } else { "train-step" },
@@ -163,7 +163,7 @@ fn stream(
     Ok(serde_json::json!({
         "what": "stream", "patches": patches, "seconds": s, "patches_per_s": patches as f64 / s,
         "slices_in_index": index.len(), "epochs": epochs,
-        "device": lungseg::train::device::describe(&dev),
+        "device": lungseg::device::describe(&dev),
     }))
 }
 

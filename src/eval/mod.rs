@@ -6,30 +6,23 @@
 //! while that slice is scored. The outputs are written into `eval.tmp/` (with `summary.json`
 //! last) and the directory is renamed into place, so `eval/` is either complete or absent.
 
-pub mod components;
-pub mod lesions;
-pub mod model_io;
-pub mod overlay;
 pub mod pass;
 pub mod selection;
-pub mod summary;
-pub mod sweep;
-pub mod tables;
 
 use crate::atomic::{remove_if_exists, write_json_atomic};
+use crate::data::batcher::Batcher;
+use crate::data::patch::WholeSliceBatch;
+use crate::data::{Order, ShardStream, StreamOptions};
+use crate::device::{self, DeviceSpec};
 use crate::error::{Error, IoContext, Result};
+use crate::infer::model::{read_run_record, CheckpointChoice, LoadedModel};
 use crate::layout::{temporary_name, DataDir, RunDir};
-use crate::train::batcher::Batcher;
-use crate::train::device::{self, DeviceSpec};
-use crate::train::loader::{Order, ShardStream, StreamOptions};
-use crate::train::patch::WholeSliceBatch;
+pub use crate::run::eval_summary::{EvalSplit, EvalSummary};
 use crate::train::state::{fingerprint, read_json};
-use model_io::{read_run_record, CheckpointChoice, LoadedModel};
 use pass::{Pass, ScoredSlice};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
-pub use summary::{EvalSplit, EvalSummary};
 
 /// The resolved, validated `eval` config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,8 +204,8 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
     bar.finish_and_clear();
     let overlays = pass.finish_overlays()?;
     let sweep_rows = pass.sweep.rows();
-    tables::write_per_slice(&tmp.join(RunDir::EVAL_PER_SLICE), &pass.rows)?;
-    tables::write_thresholds(&tmp.join(RunDir::EVAL_THRESHOLDS), &sweep_rows)?;
+    crate::run::eval_tables::write_per_slice(&tmp.join(RunDir::EVAL_PER_SLICE), &pass.rows)?;
+    crate::run::eval_tables::write_thresholds(&tmp.join(RunDir::EVAL_THRESHOLDS), &sweep_rows)?;
     let (nodules, nodules_detected, nodule_recall) = pass.nodule_recall();
     let c = pass.counts;
     let l = pass.lesions;
@@ -237,17 +230,20 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
         precision: c.precision(),
         dice: c.dice(),
         mean_slice_dice: pass.mean_slice_dice(),
-        mean_slice_dice_rule: summary::EMPTY_TRUTH_RULE.to_string(),
+        mean_slice_dice_rule: crate::run::eval_summary::EMPTY_TRUTH_RULE.to_string(),
         lesions: l.lesions,
         lesions_detected: l.detected,
-        lesion_recall: sweep::ratio_or_one(l.detected, l.lesions),
+        lesion_recall: crate::metrics::sweep::ratio_or_one(l.detected, l.lesions),
         fp_components: l.fp_components,
         fp_components_per_slice: l.fp_components as f64 / slices.max(1) as f64,
         nodules,
         nodules_detected,
         nodule_recall,
         target_recall: cfg.target_recall,
-        threshold_at_target_recall: sweep::threshold_for_recall(&sweep_rows, cfg.target_recall),
+        threshold_at_target_recall: crate::metrics::sweep::threshold_for_recall(
+            &sweep_rows,
+            cfg.target_recall,
+        ),
         overlays_per_kind: cfg.overlays,
         overlays,
         seconds: started.elapsed().as_secs_f64(),

@@ -2,13 +2,13 @@
 //! eval threshold and across the sweep, then dropped; only counts, one table row per slice and
 //! at most K overlay cases are kept.
 
-use super::lesions::{LesionStats, Truth};
-use super::overlay::{eval_overlay, overlay_name, save_png};
-use super::selection::{LowestRecall, OverlayCase};
-use super::sweep::{ratio_or_one, Sweep};
-use super::tables::{nodule_of, PerSliceRow};
 use crate::error::Result;
-use crate::train::metrics::ConfusionCounts;
+use crate::eval::selection::{LowestRecall, OverlayCase};
+use crate::metrics::confusion::ConfusionCounts;
+use crate::metrics::lesions::{LesionStats, Truth};
+use crate::metrics::sweep::{ratio_or_one, Sweep};
+use crate::overlay::{eval_overlay, overlay_name, save_png};
+use crate::run::eval_tables::{nodule_of, PerSliceRow};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 

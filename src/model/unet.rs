@@ -16,8 +16,8 @@ use candle_core::{Module, ModuleT, Result, Tensor, Var};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
-use super::bilinear::upsample_bilinear2x;
-use super::fast_conv::{conv2d_fast_backward, ConvImpl};
+use crate::model::bilinear::upsample_bilinear2x;
+use crate::model::fast_conv::{conv2d_fast_backward, ConvImpl};
 
 /// Hyper-parameters of the U-Net.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

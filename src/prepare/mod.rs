@@ -1,27 +1,21 @@
 //! The `prepare` stage: LIDC slice tree → Parquet shards of windowed slices and fused masks,
 //! plus `manifest.parquet`, `rejects.parquet` and `prepare.json` (written last).
 
-pub mod decode;
 pub mod file_bytes;
-pub mod gray_png;
-pub mod intensity;
-pub mod manifest;
-pub mod natural;
 pub mod nodule_dir;
 pub mod reject;
-pub mod shard_writer;
 pub mod slice;
 pub mod walk;
 
 use crate::atomic::{remove_if_exists, write_json_atomic};
+use crate::data::manifest::{write_manifest, ManifestRow};
+use crate::data::shards::{ImageCompression, ShardWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::DataDir;
-use intensity::{IntensityRules, WindowMode};
-use manifest::{write_manifest, ManifestRow};
+use crate::pixels::intensity::{self, IntensityRules, WindowMode};
 use rayon::prelude::*;
 use reject::write_rejects;
 use serde::{Deserialize, Serialize};
-use shard_writer::{ImageCompression, ShardWriter};
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;

@@ -1,11 +1,11 @@
 //! Turns one slice job into a `SliceRecord`: decode the image, map intensities, fuse the raters.
 
-use super::decode::{DecodeFailure, GraySamples, GrayView, PngScratch};
-use super::file_bytes::FileBytes;
-use super::intensity::IntensityLut;
-use super::nodule_dir::NoduleDir;
-use super::reject::{Reject, RejectReason};
-use super::walk::{SliceJob, RATERS};
+use crate::pixels::decode::{DecodeFailure, GraySamples, GrayView, PngScratch};
+use crate::pixels::intensity::IntensityLut;
+use crate::prepare::file_bytes::FileBytes;
+use crate::prepare::nodule_dir::NoduleDir;
+use crate::prepare::reject::{Reject, RejectReason};
+use crate::prepare::walk::{SliceJob, RATERS};
 use std::path::Path;
 
 /// One kept slice, as stored in a shard row.
@@ -277,7 +277,7 @@ pub fn process(job: &SliceJob, lut: &IntensityLut, scratch: &mut SliceScratch) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prepare::intensity::{IntensityRules, WindowMode};
+    use crate::pixels::intensity::{IntensityRules, WindowMode};
     use crate::prepare::walk::walk;
 
     fn write_gray(path: &Path, w: u32, h: u32, pixels: &[u8]) {

@@ -1,8 +1,8 @@
 //! Walks the LIDC slice tree (`<patient>/<nodule>/images/*.png` with `mask-0..3/`) into a sorted
 //! list of slice jobs, recording every unusable file or folder instead of failing.
 
-use super::natural::{natural_cmp, trailing_number};
-use super::reject::{Reject, RejectReason, TreePlace};
+use crate::natural::{natural_cmp, trailing_number};
+use crate::prepare::reject::{Reject, RejectReason, TreePlace};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

@@ -6,8 +6,8 @@ pub mod runs;
 
 use crate::atomic::write_atomic;
 use crate::error::{IoContext, Result};
-use crate::eval::sweep::SweepRow;
 use crate::layout::RunDir;
+use crate::metrics::sweep::SweepRow;
 use runs::RunSummary;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

@@ -2,9 +2,9 @@
 //! PNG with the `image` crate and written atomically. The font is embedded, so nothing is looked
 //! up on the system.
 
-use super::runs::Curves;
 use crate::error::{Error, Result};
-use crate::eval::sweep::SweepRow;
+use crate::metrics::sweep::SweepRow;
+use crate::report::runs::Curves;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 use std::path::Path;

@@ -2,8 +2,8 @@
 //! `epochs.parquet` (and `eval/thresholds.parquet` when an evaluation exists).
 
 use crate::error::{Error, Result};
-use crate::eval::sweep::SweepRow;
 use crate::layout::RunDir;
+use crate::metrics::sweep::SweepRow;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
 

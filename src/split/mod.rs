@@ -4,12 +4,12 @@
 pub mod assign;
 
 use crate::atomic::{remove_if_exists, write_json_atomic};
+use crate::data::{write_index, IndexEntry};
 use crate::error::{Error, Result};
 use crate::layout::DataDir;
-use crate::prepare::natural::natural_cmp;
+use crate::natural::natural_cmp;
 use crate::schema;
 use crate::table::{column, read_table, write_table};
-use crate::train::loader::{write_index, IndexEntry};
 use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};

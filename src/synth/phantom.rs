@@ -46,7 +46,7 @@ pub const GRAY_PALETTE: Palette = Palette {
     clamp: (0.0, 255.0),
 };
 
-/// Levels of 16-bit slices, in Hounsfield units (stored as HU + [`super::HU_OFFSET`]).
+/// Levels of 16-bit slices, in Hounsfield units (stored as HU + [`crate::synth::HU_OFFSET`]).
 pub const HU_PALETTE: Palette = Palette {
     air: (-1010.0, -990.0),
     lung: (-870.0, -830.0),

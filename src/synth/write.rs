@@ -1,7 +1,7 @@
 //! File-system side of the generator: deterministic PNG encoding and the guard that only lets it
 //! write into an empty folder or over a tree it wrote before.
 
-use super::{SynthError, MARKER};
+use crate::synth::{SynthError, MARKER};
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 use std::fs;

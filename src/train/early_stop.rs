@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::metrics::EpochScores;
+pub use crate::metrics::confusion::EpochScores;
 
 /// Which score selects the best checkpoint. Config names: `fbeta` (alias `f2`), `recall`,
 /// `dice`.

@@ -1,12 +1,12 @@
 //! What a run directory remembers between epochs: the loop state for `--resume`, the run record
 //! (`config.json`) and atomic checkpoint files.
 
-use super::early_stop::{EarlyStopping, StopReason};
-use super::settings::TrainConfig;
 use crate::atomic::{commit, write_json_atomic};
 use crate::error::{Error, Result};
 use crate::layout::{temporary_name, RunDir};
 use crate::model::optim::Adam;
+use crate::run::settings::TrainConfig;
+use crate::train::early_stop::{EarlyStopping, StopReason};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use std::path::Path;

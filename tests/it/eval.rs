@@ -2,7 +2,7 @@
 //! their contracts and add up, predictions keep the input size, and bad runs are exit-2 errors.
 
 use crate::common::*;
-use lungseg::eval::tables::{read_per_slice, read_thresholds};
+use lungseg::run::eval_tables::{read_per_slice, read_thresholds};
 use std::path::{Path, PathBuf};
 
 /// A prepared, split data directory and a tiny run trained on it (one epoch of two steps; the
@@ -77,7 +77,7 @@ fn eval_writes_contracted_outputs_that_add_up() {
         "one row per validation slice, in index order"
     );
     let sum =
-        |f: fn(&lungseg::eval::tables::PerSliceRow) -> i64| -> i64 { rows.iter().map(f).sum() };
+        |f: fn(&lungseg::run::eval_tables::PerSliceRow) -> i64| -> i64 { rows.iter().map(f).sum() };
     for (key, total) in [
         ("tp", sum(|r| r.tp)),
         ("fp", sum(|r| r.fp)),

@@ -2,11 +2,11 @@
 //! Runs only where PyTorch is installed (`scripts/ensure-torch.sh`; not in CI).
 
 use crate::common::*;
-use lungseg::eval::model_io::{CheckpointChoice, LoadedModel};
+use lungseg::data::patch::WholeSliceBatch;
+use lungseg::data::SliceSample;
+use lungseg::device::DeviceSpec;
+use lungseg::infer::model::{CheckpointChoice, LoadedModel};
 use lungseg::layout::RunDir;
-use lungseg::train::device::DeviceSpec;
-use lungseg::train::loader::SliceSample;
-use lungseg::train::patch::WholeSliceBatch;
 use std::process::Command;
 
 fn torch_available() -> bool {

@@ -1,7 +1,7 @@
 //! `lungseg report` over several runs, and the same queries in Python polars.
 
 use crate::common::*;
-use lungseg::train::epochs::read_epochs;
+use lungseg::run::epochs::read_epochs;
 
 #[test]
 fn report_lists_every_run_with_its_best_epoch() {

@@ -2,7 +2,7 @@
 //! contracts, and bad inputs are clear errors.
 
 use crate::common::*;
-use lungseg::train::epochs::{read_epochs, EpochMetrics};
+use lungseg::run::epochs::{read_epochs, EpochMetrics};
 use pretty_assertions::assert_eq;
 use std::path::Path;
 

@@ -2,9 +2,9 @@
 //! foreground-seeking, optionally flipped) training patches, zero-padded when a slice is smaller
 //! than the patch, and whole-slice validation batches padded to a common size and cropped back.
 
+use crate::data::batcher::to_nchw;
+use crate::data::SliceSample;
 use crate::rng::SplitMix64;
-use crate::train::batcher::to_nchw;
-use crate::train::loader::SliceSample;
 use candle_core::{Device, Tensor};
 
 /// Draws one `patch` x `patch` training crop from a slice.

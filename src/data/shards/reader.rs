@@ -1,13 +1,13 @@
 //! Reads selected rows of one shard row group into [`SliceSample`]s, projecting only the columns
 //! training needs and checking each row against the index that pointed at it.
 
-use super::index::IndexEntry;
-use super::SliceSample;
+use crate::data::fusion::RaterFusion;
+use crate::data::index::IndexEntry;
+use crate::data::SliceSample;
 use crate::error::{Error, IoContext, Result};
 use crate::layout::DataDir;
 use crate::schema;
 use crate::table::column;
-use crate::train::fusion::RaterFusion;
 use arrow_array::{Array, BinaryArray, Int32Array, RecordBatch, StringArray};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
@@ -27,7 +27,7 @@ struct ShardMeta {
 }
 
 /// Opens shards on demand and caches their footers (a few kilobytes each).
-pub(super) struct ShardReader {
+pub(crate) struct ShardReader {
     data: DataDir,
     fusion: RaterFusion,
     shards: HashMap<String, ShardMeta>,
@@ -35,13 +35,13 @@ pub(super) struct ShardReader {
 
 /// Where an index entry lives: the row group and the row within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Location {
+pub(crate) struct Location {
     pub group: usize,
     pub row_in_group: usize,
 }
 
 impl ShardReader {
-    pub(super) fn new(data: DataDir, fusion: RaterFusion) -> Self {
+    pub(crate) fn new(data: DataDir, fusion: RaterFusion) -> Self {
         Self {
             data,
             fusion,
@@ -50,7 +50,7 @@ impl ShardReader {
     }
 
     /// The path of shard `name`.
-    pub(super) fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.data.shard_path(name)
     }
 
@@ -65,7 +65,7 @@ impl ShardReader {
     }
 
     /// The row group and in-group row of `row` in `shard`.
-    pub(super) fn locate(&mut self, shard: &str, row: i64) -> Result<Location> {
+    pub(crate) fn locate(&mut self, shard: &str, row: i64) -> Result<Location> {
         let m = self.meta(shard)?;
         let total = m.starts.last().copied().unwrap_or(0);
         if row < 0 || row >= total {
@@ -84,7 +84,7 @@ impl ShardReader {
 
     /// Reads rows `rows` (in-group row numbers, each with its index entry) of group `group` of
     /// `shard`, returning samples in the order asked for. Only the selected rows are decoded.
-    pub(super) fn read(
+    pub(crate) fn read(
         &mut self,
         shard: &str,
         group: usize,

@@ -1,8 +1,8 @@
 //! Writes and reads the eval tables `per_slice.parquet` and `thresholds.parquet` against their
 //! contracts.
 
-use super::sweep::SweepRow;
 use crate::error::Result;
+use crate::metrics::sweep::SweepRow;
 use crate::schema::spec;
 use crate::table::{column, read_table, write_table};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
@@ -174,7 +174,7 @@ mod tests {
         let p = dir.path().join("per_slice.parquet");
         write_per_slice(&p, &rows).unwrap();
         assert_eq!(read_per_slice(&p).unwrap(), rows);
-        let sweep = super::super::sweep::Sweep::new().rows();
+        let sweep = crate::metrics::sweep::Sweep::new().rows();
         let p = dir.path().join("thresholds.parquet");
         write_thresholds(&p, &sweep).unwrap();
         assert_eq!(read_thresholds(&p).unwrap(), sweep);

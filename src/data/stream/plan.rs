@@ -1,15 +1,15 @@
 //! The reading plan of one pass: index entries grouped into (shard, row group) units, in index
 //! order for validation or in a seeded shuffled order for training, plus the shuffle buffer.
 
-use super::index::IndexEntry;
-use super::shard::ShardReader;
+use crate::data::index::IndexEntry;
+use crate::data::shards::ShardReader;
 use crate::error::Result;
 use crate::rng::SplitMix64;
 use std::collections::BTreeMap;
 
 /// The entries read from one row group in one go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Unit {
+pub(crate) struct Unit {
     pub shard: String,
     pub group: usize,
     /// (row within the group, position in the index), in emission order.
@@ -18,7 +18,7 @@ pub(super) struct Unit {
 
 /// Units in index order: each run of consecutive entries in the same row group is one unit, so
 /// the samples come out exactly in index order.
-pub(super) fn in_index_order(
+pub(crate) fn in_index_order(
     entries: &[IndexEntry],
     reader: &mut ShardReader,
 ) -> Result<Vec<Unit>> {
@@ -41,7 +41,7 @@ pub(super) fn in_index_order(
 
 /// Every row group touched by the index is one unit (rows in shard order); the units are
 /// shuffled with `rng`, so a pass visits row groups of all shards in random order.
-pub(super) fn shuffled(
+pub(crate) fn shuffled(
     entries: &[IndexEntry],
     reader: &mut ShardReader,
     rng: &mut SplitMix64,
@@ -67,13 +67,13 @@ pub(super) fn shuffled(
 
 /// A fixed-size reservoir: once full, each new item replaces a random resident, which is
 /// emitted. Spreads each row group's slices across the pass.
-pub(super) struct ShuffleBuffer<T> {
+pub(crate) struct ShuffleBuffer<T> {
     items: Vec<T>,
     capacity: usize,
 }
 
 impl<T> ShuffleBuffer<T> {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
             items: Vec::with_capacity(capacity),
@@ -82,7 +82,7 @@ impl<T> ShuffleBuffer<T> {
     }
 
     /// Adds `item`; returns one to emit once the buffer is full.
-    pub(super) fn push(&mut self, item: T, rng: &mut SplitMix64) -> Option<T> {
+    pub(crate) fn push(&mut self, item: T, rng: &mut SplitMix64) -> Option<T> {
         if self.items.len() < self.capacity {
             self.items.push(item);
             return None;
@@ -92,7 +92,7 @@ impl<T> ShuffleBuffer<T> {
     }
 
     /// Takes a random remaining item, for draining at the end of the pass.
-    pub(super) fn pop(&mut self, rng: &mut SplitMix64) -> Option<T> {
+    pub(crate) fn pop(&mut self, rng: &mut SplitMix64) -> Option<T> {
         if self.items.is_empty() {
             return None;
         }

@@ -1,7 +1,7 @@
 //! Decodes a PNG into one grayscale plane the way OpenCV's `IMREAD_GRAYSCALE` reads it, keeping
 //! 16-bit samples (which hold HU + offset) at full depth.
 
-use super::gray_png::GrayPngScratch;
+use crate::pixels::gray_png::GrayPngScratch;
 
 /// A decoded grayscale plane.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,11 +1,11 @@
 //! Loads a trained U-Net from a run directory (its `config.json` and a checkpoint) and runs it
 //! on whole slices padded to a multiple of 4. Shared by `eval` and `predict`.
 
+use crate::data::patch::WholeSliceBatch;
+use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::layout::RunDir;
 use crate::model::{UNet, UNetConfig};
-use crate::train::device::{self, DeviceSpec};
-use crate::train::patch::WholeSliceBatch;
 use crate::train::state::{load_weights, read_json, RunRecord};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};

@@ -6,16 +6,16 @@
 //! still processed. The report lists the failures; the binary then exits with 1.
 
 use crate::atomic::write_atomic;
+use crate::data::patch::WholeSliceBatch;
+use crate::data::SliceSample;
+use crate::device::DeviceSpec;
 use crate::error::{Error, IoContext, Result};
-use crate::eval::model_io::{read_run_record, CheckpointChoice, LoadedModel};
-use crate::eval::overlay::{png_bytes, prediction_overlay};
+use crate::infer::model::{read_run_record, CheckpointChoice, LoadedModel};
 use crate::layout::{DataDir, RunDir};
-use crate::prepare::decode::{decode_png, DecodeFailure};
-use crate::prepare::intensity::IntensityRules;
+use crate::overlay::{png_bytes, prediction_overlay};
+use crate::pixels::decode::{decode_png, DecodeFailure};
+use crate::pixels::intensity::IntensityRules;
 use crate::prepare::PrepareSettings;
-use crate::train::device::DeviceSpec;
-use crate::train::loader::SliceSample;
-use crate::train::patch::WholeSliceBatch;
 use image::{DynamicImage, GrayImage, ImageBuffer, Luma};
 use std::path::{Path, PathBuf};
 

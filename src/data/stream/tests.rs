@@ -1,8 +1,8 @@
 //! Streaming tests against tiny real shards.
 
 use super::*;
-use crate::prepare::shard_writer::ImageCompression;
-use crate::train::test_shards::{build, build_with, record, Fixture};
+use crate::data::shards::writer::ImageCompression;
+use crate::data::test_shards::{build, build_with, record, Fixture};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 

@@ -1,19 +1,19 @@
 //! Command-line arguments, and their conversion into validated stage configs before any work.
 
 use crate::config::load_stage;
+use crate::data::fusion::RaterFusion;
+use crate::data::shards::writer::ImageCompression;
+use crate::device::DeviceSpec;
 use crate::error::Result;
-use crate::eval::model_io::CheckpointChoice;
 use crate::eval::{EvalConfig, EvalSplit};
+use crate::infer::model::CheckpointChoice;
 use crate::model::loss::LossKind;
+use crate::pixels::intensity::WindowMode;
 use crate::predict::PredictConfig;
-use crate::prepare::intensity::WindowMode;
-use crate::prepare::shard_writer::ImageCompression;
 use crate::prepare::{PrepareConfig, PrepareSettings};
+use crate::run::settings::{TrainConfig, TrainSettings};
 use crate::split::{SplitConfig, SplitSettings};
-use crate::train::device::DeviceSpec;
 use crate::train::early_stop::Monitor;
-use crate::train::fusion::RaterFusion;
-use crate::train::settings::{TrainConfig, TrainSettings};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -1,11 +1,11 @@
 //! The trainer's settings (`pipeline/train.toml`, overridable by flags) and resolved config.
 
-use super::device::DeviceSpec;
-use super::early_stop::{Monitor, MonitorSpec};
-use super::fusion::RaterFusion;
+use crate::data::fusion::RaterFusion;
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::model::loss::{LossKind, TverskyParams};
 use crate::model::optim::AdamParams;
+use crate::train::early_stop::{Monitor, MonitorSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //! lesion, detected when any predicted pixel overlaps it; each 8-connected predicted component
 //! that overlaps no truth pixel is a false-positive component.
 
-use super::components::{label8, Components};
+use crate::metrics::components::{label8, Components};
 
 /// Lesion counts of one slice at one threshold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

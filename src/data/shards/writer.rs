@@ -1,9 +1,9 @@
 //! Writes slice records into size-bounded Parquet shards with small row groups, so the trainer can
 //! stream one row group at a time.
 
-use super::slice::SliceRecord;
 use crate::error::Result;
 use crate::layout::DataDir;
+use crate::prepare::slice::SliceRecord;
 use crate::schema;
 use crate::table::{TableWriter, WriteOptions};
 use arrow_array::builder::make_view;
@@ -253,7 +253,7 @@ mod tests {
 
     /// A record of `h`x`w` pixels whose bytes all differ from row to row.
     fn record(i: usize, h: usize, w: usize) -> SliceRecord {
-        let mut r = crate::train::test_shards::record(i, 0);
+        let mut r = crate::data::test_shards::record(i, 0);
         let n = h * w;
         (r.height, r.width) = (h, w);
         r.image = (0..n).map(|p| (i * 1000 + p) as f32 / 1e5).collect();

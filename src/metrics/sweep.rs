@@ -2,8 +2,8 @@
 //! 0.05, 0.10, …, 0.95, accumulated slice by slice in the one inference pass, so no probability
 //! plane outlives its slice.
 
-use super::lesions::{LesionStats, Truth};
-use crate::train::metrics::ConfusionCounts;
+use crate::metrics::confusion::ConfusionCounts;
+use crate::metrics::lesions::{LesionStats, Truth};
 
 /// Number of sweep thresholds.
 pub const STEPS: usize = 19;

@@ -5,18 +5,16 @@
 //! Memory held by a stream: the decoded rows of one row group, the shuffle buffer (training
 //! only) and at most `capacity + 1` samples between the reader thread and the consumer.
 
-mod index;
 mod plan;
-mod shard;
 
-pub use index::{write_index, IndexEntry, SliceIndex};
-
+use crate::data::fusion::RaterFusion;
+use crate::data::index::{IndexEntry, SliceIndex};
+use crate::data::sample::SliceSample;
+use crate::data::shards::ShardReader;
 use crate::error::{Error, Result};
 use crate::layout::DataDir;
 use crate::rng::SplitMix64;
-use crate::train::fusion::RaterFusion;
 use plan::{ShuffleBuffer, Unit};
-use shard::ShardReader;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -27,23 +25,6 @@ use std::thread::JoinHandle;
 pub const DEFAULT_CAPACITY: usize = 64;
 /// Default size of the training shuffle buffer, in samples.
 pub const DEFAULT_SHUFFLE_BUFFER: usize = 512;
-
-/// One slice as the trainer sees it: native size, intensities and the fused mask.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SliceSample {
-    /// `patient/nodule/file-stem`.
-    pub slice_id: String,
-    /// Patient folder name.
-    pub patient_id: String,
-    /// Native height.
-    pub height: usize,
-    /// Native width.
-    pub width: usize,
-    /// `height * width` intensities in [0,1], row-major.
-    pub image: Vec<f32>,
-    /// `height * width` 0/1 bytes, fused by the stream's [`RaterFusion`].
-    pub mask: Vec<u8>,
-}
 
 /// The order in which a stream emits samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

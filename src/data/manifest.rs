@@ -1,8 +1,8 @@
 //! The manifest: every kept slice's metadata and shard position, without pixels.
 
-use super::shard_writer::ShardPosition;
-use super::slice::SliceRecord;
+use crate::data::shards::writer::ShardPosition;
 use crate::error::Result;
+use crate::prepare::slice::SliceRecord;
 use crate::schema;
 use crate::table::write_table;
 use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};

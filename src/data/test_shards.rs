@@ -1,10 +1,10 @@
 //! Test fixture: a tiny data directory with real `slices` shards and train/val slice indexes,
 //! written through the same writers `prepare` and `split` use.
 
+use crate::data::shards::writer::{ImageCompression, ShardWriter};
+use crate::data::{IndexEntry, SliceIndex};
 use crate::layout::DataDir;
-use crate::prepare::shard_writer::{ImageCompression, ShardWriter};
 use crate::prepare::slice::SliceRecord;
-use crate::train::loader::{IndexEntry, SliceIndex};
 
 /// A temporary data directory with its indexes.
 pub(crate) struct Fixture {
@@ -106,5 +106,5 @@ pub(crate) fn build_with(
 /// Writes a `slice_index` table with the production writer.
 pub(crate) fn write_index(path: &std::path::Path, entries: &[IndexEntry]) {
     let refs: Vec<&IndexEntry> = entries.iter().collect();
-    super::loader::write_index(path, &refs).unwrap();
+    crate::data::write_index(path, &refs).unwrap();
 }

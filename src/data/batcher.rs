@@ -2,10 +2,10 @@
 //! (which we do not depend on: it pulls ~105 crates for a 171-line type), and turns slice batches
 //! into fixed-size patch batches and (B, 1, H, W) tensors.
 
+use crate::data::patch::PatchSampler;
+use crate::data::SliceSample;
 use crate::error::Result;
 use crate::rng::SplitMix64;
-use crate::train::loader::SliceSample;
-use crate::train::patch::PatchSampler;
 use candle_core::{Device, Tensor};
 
 /// Default batch size, as in candle-datasets.
