@@ -11,15 +11,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     commit(&tmp, path)
 }
 
-/// Serialises `value` as pretty JSON into `path`, atomically.
-pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_vec_pretty(value).map_err(|source| crate::Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    write_atomic(path, &text)
-}
-
 /// Renames a finished temporary file into place.
 pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
     std::fs::rename(tmp, path).at(path)
@@ -43,7 +34,7 @@ mod tests {
     fn atomic_write_leaves_no_temporary() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.json");
-        write_json_atomic(&p, &serde_json::json!({"k": 1})).unwrap();
+        write_atomic(&p, b"{\"k\": 1}").unwrap();
         assert!(p.exists());
         assert!(!temporary_name(&p).exists());
         remove_if_exists(&p).unwrap();

@@ -9,16 +9,20 @@
 pub mod pass;
 pub mod selection;
 
-use crate::atomic::{remove_if_exists, write_json_atomic};
+use crate::atomic::remove_if_exists;
 use crate::data::batcher::Batcher;
 use crate::data::patch::WholeSliceBatch;
 use crate::data::{Order, ShardStream, StreamOptions};
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, IoContext, Result};
-use crate::infer::model::{read_run_record, CheckpointChoice, LoadedModel};
+use crate::fingerprint::fingerprint;
+use crate::infer::model::LoadedModel;
+use crate::json::read_json;
+use crate::json::write_json_atomic;
 use crate::layout::{temporary_name, DataDir, RunDir};
+use crate::run::checkpoint::CheckpointChoice;
 pub use crate::run::eval_summary::{EvalSplit, EvalSummary};
-use crate::train::state::{fingerprint, read_json};
+use crate::run::record::read_run_record;
 use pass::{Pass, ScoredSlice};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

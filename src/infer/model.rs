@@ -6,31 +6,11 @@ use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::layout::RunDir;
 use crate::model::{UNet, UNetConfig};
-use crate::train::state::{load_weights, read_json, RunRecord};
+use crate::run::checkpoint::{load_weights, CheckpointChoice};
+use crate::run::record::{read_run_record, RunRecord};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-/// Which checkpoint of a run to load.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum CheckpointChoice {
-    /// `best.safetensors`: the best epoch by the run's monitor.
-    #[default]
-    Best,
-    /// `last.safetensors`: the last finished epoch.
-    Last,
-}
-
-impl std::fmt::Display for CheckpointChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Best => "best",
-            Self::Last => "last",
-        })
-    }
-}
 
 /// A trained network ready for inference.
 pub struct LoadedModel {
@@ -43,22 +23,6 @@ pub struct LoadedModel {
     model: UNet,
     // Keeps the variables alive for the model's lifetime.
     _varmap: VarMap,
-}
-
-/// Reads `config.json` of the run at `run`; a missing or unreadable one is an input error.
-pub fn read_run_record(run: &RunDir) -> Result<RunRecord> {
-    if !run.root().is_dir() {
-        return Err(Error::input(run.root(), "run directory not found"));
-    }
-    let path = run.config();
-    match read_json::<RunRecord>(&path) {
-        Ok(Some(r)) => Ok(r),
-        Ok(None) => Err(Error::input(
-            run.root(),
-            "not a run directory (no config.json); run `lungseg train` first",
-        )),
-        Err(e) => Err(Error::input(&path, format!("unreadable run record: {e}"))),
-    }
 }
 
 impl LoadedModel {

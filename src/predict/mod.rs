@@ -10,12 +10,14 @@ use crate::data::patch::WholeSliceBatch;
 use crate::data::SliceSample;
 use crate::device::DeviceSpec;
 use crate::error::{Error, IoContext, Result};
-use crate::infer::model::{read_run_record, CheckpointChoice, LoadedModel};
+use crate::infer::model::LoadedModel;
 use crate::layout::{DataDir, RunDir};
 use crate::overlay::{png_bytes, prediction_overlay};
 use crate::pixels::decode::{decode_png, DecodeFailure};
 use crate::pixels::intensity::IntensityRules;
 use crate::prepare::PrepareSettings;
+use crate::run::checkpoint::CheckpointChoice;
+use crate::run::record::read_run_record;
 use image::{DynamicImage, GrayImage, ImageBuffer, Luma};
 use std::path::{Path, PathBuf};
 

@@ -7,10 +7,11 @@ pub mod reject;
 pub mod slice;
 pub mod walk;
 
-use crate::atomic::{remove_if_exists, write_json_atomic};
+use crate::atomic::remove_if_exists;
 use crate::data::manifest::{write_manifest, ManifestRow};
 use crate::data::shards::{ImageCompression, ShardWriter};
 use crate::error::{Error, IoContext, Result};
+use crate::json::write_json_atomic;
 use crate::layout::DataDir;
 use crate::pixels::intensity::{self, IntensityRules, WindowMode};
 use rayon::prelude::*;
@@ -181,7 +182,7 @@ impl PrepareReport {
 
 /// Reads `prepare.json` if the data directory is complete.
 pub fn read_record(data: &DataDir) -> Result<Option<PrepareRecord>> {
-    crate::train::state::read_json(&data.prepare_record())
+    crate::json::read_json(&data.prepare_record())
 }
 
 /// Refuses inputs that cannot work, before any output is touched.

@@ -1,7 +1,7 @@
 //! `eval/summary.json`: the pooled, lesion- and nodule-level results of one evaluation and the
 //! settings that produced them.
 
-use crate::infer::model::CheckpointChoice;
+use crate::run::checkpoint::CheckpointChoice;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

@@ -3,9 +3,10 @@
 
 pub mod assign;
 
-use crate::atomic::{remove_if_exists, write_json_atomic};
+use crate::atomic::remove_if_exists;
 use crate::data::{write_index, IndexEntry};
 use crate::error::{Error, Result};
+use crate::json::write_json_atomic;
 use crate::layout::DataDir;
 use crate::natural::natural_cmp;
 use crate::schema;
@@ -342,7 +343,7 @@ fn ensure_disjoint(train: &[&IndexRow], val: &[&IndexRow], data: &DataDir) -> Re
 
 /// Reads `split.json` if a split exists.
 pub fn read_record(data: &DataDir) -> Result<Option<SplitRecord>> {
-    crate::train::state::read_json(&data.split_record())
+    crate::json::read_json(&data.split_record())
 }
 
 fn write_split_table(data: &DataDir, patients: &[PatientSplit]) -> Result<u64> {

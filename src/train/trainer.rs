@@ -1,25 +1,27 @@
 //! The training loop: epochs of streamed patches, a pooled validation pass, early stopping,
 //! checkpoints and the epoch table, with exact `--resume` after an interruption.
 
-use crate::atomic::{remove_if_exists, write_json_atomic};
+use crate::atomic::remove_if_exists;
 use crate::data::batcher::{Batcher, PatchBatch};
 use crate::data::patch::{PatchSampler, WholeSliceBatch};
 use crate::data::{IndexEntry, Order, ShardStream, SliceIndex, StreamOptions};
 use crate::device;
 use crate::error::{Error, IoContext, Result};
+use crate::fingerprint::fingerprint;
+use crate::json::read_json;
+use crate::json::write_json_atomic;
 use crate::layout::{DataDir, RunDir};
 use crate::metrics::confusion::{EpochAccumulator, EpochScores};
 use crate::model::init;
 use crate::model::optim::Adam;
 use crate::model::{trainable_vars, UNet, UNetConfig};
 use crate::rng::SplitMix64;
+use crate::run::checkpoint::{load_weights, save_weights};
 use crate::run::epochs::{read_epochs, write_epochs, EpochMetrics};
+use crate::run::record::{git_revision, RunRecord};
 use crate::run::settings::{TrainConfig, TrainSettings};
 use crate::train::early_stop::{EarlyStopping, StopReason};
-use crate::train::state::{
-    fingerprint, git_revision, load_optimizer, load_weights, read_json, save_last, save_weights,
-    RunRecord, TrainState,
-};
+use crate::train::state::{load_optimizer, save_last, TrainState};
 use candle_core::{DType, Device, ModuleT};
 use candle_nn::{VarBuilder, VarMap};
 use std::collections::HashSet;

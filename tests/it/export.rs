@@ -5,8 +5,9 @@ use crate::common::*;
 use lungseg::data::patch::WholeSliceBatch;
 use lungseg::data::SliceSample;
 use lungseg::device::DeviceSpec;
-use lungseg::infer::model::{CheckpointChoice, LoadedModel};
+use lungseg::infer::model::LoadedModel;
 use lungseg::layout::RunDir;
+use lungseg::run::checkpoint::CheckpointChoice;
 use std::process::Command;
 
 fn torch_available() -> bool {
