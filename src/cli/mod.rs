@@ -6,6 +6,7 @@ use crate::data::shards::writer::ImageCompression;
 use crate::device::DeviceSpec;
 use crate::error::Result;
 use crate::eval::{EvalConfig, EvalSplit};
+use crate::metrics::monitor::Monitor;
 use crate::model::loss::LossKind;
 use crate::pixels::intensity::WindowMode;
 use crate::predict::PredictConfig;
@@ -13,7 +14,6 @@ use crate::prepare::{PrepareConfig, PrepareSettings};
 use crate::run::checkpoint::CheckpointChoice;
 use crate::run::settings::{TrainConfig, TrainSettings};
 use crate::split::{SplitConfig, SplitSettings};
-use crate::train::early_stop::Monitor;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 

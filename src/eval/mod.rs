@@ -237,7 +237,7 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
         mean_slice_dice_rule: crate::run::eval_summary::EMPTY_TRUTH_RULE.to_string(),
         lesions: l.lesions,
         lesions_detected: l.detected,
-        lesion_recall: crate::metrics::sweep::ratio_or_one(l.detected, l.lesions),
+        lesion_recall: crate::metrics::confusion::ratio_or_one(l.detected, l.lesions),
         fp_components: l.fp_components,
         fp_components_per_slice: l.fp_components as f64 / slices.max(1) as f64,
         nodules,

@@ -4,9 +4,10 @@
 
 use crate::error::Result;
 use crate::eval::selection::{LowestRecall, OverlayCase};
+use crate::metrics::confusion::ratio_or_one;
 use crate::metrics::confusion::ConfusionCounts;
 use crate::metrics::lesions::{LesionStats, Truth};
-use crate::metrics::sweep::{ratio_or_one, Sweep};
+use crate::metrics::sweep::Sweep;
 use crate::overlay::{eval_overlay, overlay_name, save_png};
 use crate::run::eval_tables::{nodule_of, PerSliceRow};
 use std::collections::{BTreeMap, BTreeSet};

@@ -29,11 +29,25 @@ pub struct ConfusionCounts {
     pub tn: u64,
 }
 
-fn ratio_or_one(num: f64, den: f64) -> f64 {
-    if den == 0.0 {
+/// `num / den`, or 1.0 when `den` is 0 (the empty-case convention of every ratio here).
+pub fn ratio_or_one(num: u64, den: u64) -> f64 {
+    if den == 0 {
         1.0
     } else {
-        num / den
+        num as f64 / den as f64
+    }
+}
+
+/// F-β from precision and recall: `(1+β²)·P·R / (β²·P + R)`, 0 when `P = R = 0`. `beta = 1`
+/// is Dice; `beta = 2` weighs recall four times as much as precision. The one definition that
+/// both [`ConfusionCounts::f_beta`] and the early-stopping monitor use.
+pub fn f_beta(precision: f64, recall: f64, beta: f64) -> f64 {
+    let b2 = beta * beta;
+    let den = b2 * precision + recall;
+    if den == 0.0 {
+        0.0
+    } else {
+        (1.0 + b2) * precision * recall / den
     }
 }
 
@@ -68,26 +82,23 @@ impl ConfusionCounts {
 
     /// `tp / (tp + fn)`; 1.0 when there are no positives.
     pub fn recall(&self) -> f64 {
-        ratio_or_one(self.tp as f64, (self.tp + self.fn_) as f64)
+        ratio_or_one(self.tp, self.tp + self.fn_)
     }
 
     /// `tp / (tp + fp)`; 1.0 when nothing is predicted positive.
     pub fn precision(&self) -> f64 {
-        ratio_or_one(self.tp as f64, (self.tp + self.fp) as f64)
+        ratio_or_one(self.tp, self.tp + self.fp)
     }
 
     /// `2·tp / (2·tp + fp + fn)`; 1.0 when prediction and truth are both empty.
     pub fn dice(&self) -> f64 {
-        let tp = self.tp as f64;
-        ratio_or_one(2.0 * tp, 2.0 * tp + (self.fp + self.fn_) as f64)
+        ratio_or_one(2 * self.tp, 2 * self.tp + self.fp + self.fn_)
     }
 
+    /// [`f_beta`] of this matrix's precision and recall, which equals
     /// `(1+β²)·tp / ((1+β²)·tp + β²·fn + fp)`; 1.0 when prediction and truth are both empty.
-    /// `beta = 1` is Dice; `beta = 2` weighs recall four times as much as precision.
     pub fn f_beta(&self, beta: f64) -> f64 {
-        let b2 = beta * beta;
-        let num = (1.0 + b2) * self.tp as f64;
-        ratio_or_one(num, num + b2 * self.fn_ as f64 + self.fp as f64)
+        f_beta(self.precision(), self.recall(), beta)
     }
 }
 

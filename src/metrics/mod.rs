@@ -4,6 +4,7 @@
 pub mod components;
 pub mod confusion;
 pub mod lesions;
+pub mod monitor;
 pub mod sweep;
 
 pub use confusion::{ConfusionCounts, EpochAccumulator, EpochScores};

@@ -2,6 +2,7 @@
 //! 0.05, 0.10, …, 0.95, accumulated slice by slice in the one inference pass, so no probability
 //! plane outlives its slice.
 
+use crate::metrics::confusion::ratio_or_one;
 use crate::metrics::confusion::ConfusionCounts;
 use crate::metrics::lesions::{LesionStats, Truth};
 
@@ -90,15 +91,6 @@ impl Sweep {
                 }
             })
             .collect()
-    }
-}
-
-/// `num / den`, or 1.0 when `den` is 0 (nothing to find, nothing missed).
-pub fn ratio_or_one(num: u64, den: u64) -> f64 {
-    if den == 0 {
-        1.0
-    } else {
-        num as f64 / den as f64
     }
 }
 

@@ -3,9 +3,9 @@
 use crate::data::fusion::RaterFusion;
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
+use crate::metrics::monitor::{Monitor, MonitorSpec};
 use crate::model::loss::{LossKind, TverskyParams};
 use crate::model::optim::AdamParams;
-use crate::train::early_stop::{Monitor, MonitorSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
