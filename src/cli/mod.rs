@@ -2,7 +2,9 @@
 
 use crate::config::load_stage;
 use crate::data::fusion::RaterFusion;
+use crate::data::prepare_record::{PrepareConfig, PrepareSettings};
 use crate::data::shards::writer::ImageCompression;
+use crate::data::split_record::{SplitConfig, SplitSettings};
 use crate::device::DeviceSpec;
 use crate::error::Result;
 use crate::eval::{EvalConfig, EvalSplit};
@@ -10,10 +12,8 @@ use crate::metrics::monitor::Monitor;
 use crate::model::loss::LossKind;
 use crate::pixels::intensity::WindowMode;
 use crate::predict::PredictConfig;
-use crate::prepare::{PrepareConfig, PrepareSettings};
 use crate::run::checkpoint::CheckpointChoice;
 use crate::run::settings::{TrainConfig, TrainSettings};
-use crate::split::{SplitConfig, SplitSettings};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -2,10 +2,12 @@
 //! raters, or a majority of the raters present on the slice.
 
 use crate::error::Error;
-use crate::prepare::walk::RATERS;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+
+/// Number of rater mask folders (`mask-0` .. `mask-3`).
+pub const RATERS: usize = 4;
 
 /// A rule that fuses the rater bit planes (`rater_bits`, bit r = rater r marked the pixel) into
 /// one 0/1 mask. Config names: `union`, `majority`, `at-least-K` with K in 1..=4.

@@ -1,10 +1,11 @@
 //! The manifest: every kept slice's metadata and shard position, without pixels.
 
+use crate::data::index::IndexEntry;
 use crate::data::shards::writer::ShardPosition;
+use crate::data::shards::SliceRecord;
 use crate::error::Result;
-use crate::prepare::slice::SliceRecord;
 use crate::schema;
-use crate::table::write_table;
+use crate::table::{column, read_table, write_table};
 use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};
 use std::path::Path;
 use std::sync::Arc;
@@ -84,4 +85,45 @@ pub fn write_manifest(path: &Path, rows: &[ManifestRow]) -> Result<u64> {
         )),
     ];
     write_table(path, schema::spec("manifest"), columns)
+}
+
+/// One manifest row as the split reads it: the index entry it becomes, plus its mask pixels.
+#[derive(Debug, Clone)]
+pub struct IndexRow {
+    /// Where the slice is and whose it is.
+    pub entry: IndexEntry,
+    /// Union-mask pixels of the slice.
+    pub mask_pixels: i64,
+}
+
+impl std::ops::Deref for IndexRow {
+    type Target = IndexEntry;
+
+    fn deref(&self) -> &IndexEntry {
+        &self.entry
+    }
+}
+
+/// Reads `manifest.parquet` as index rows, in manifest order, checking its contract.
+pub fn read_index_rows(path: &Path) -> Result<Vec<IndexRow>> {
+    let mut rows = Vec::new();
+    for batch in read_table(path, &schema::spec("manifest"))? {
+        let ids = column::<StringArray>(&batch, "slice_id", path)?;
+        let shards = column::<StringArray>(&batch, "shard", path)?;
+        let rws = column::<Int64Array>(&batch, "row", path)?;
+        let patients = column::<StringArray>(&batch, "patient_id", path)?;
+        let pixels = column::<Int64Array>(&batch, "mask_pixels", path)?;
+        for i in 0..batch.num_rows() {
+            rows.push(IndexRow {
+                entry: IndexEntry {
+                    slice_id: ids.value(i).to_string(),
+                    shard: shards.value(i).to_string(),
+                    row: rws.value(i),
+                    patient_id: patients.value(i).to_string(),
+                },
+                mask_pixels: pixels.value(i),
+            });
+        }
+    }
+    Ok(rows)
 }

@@ -7,8 +7,11 @@ pub mod fusion;
 pub mod index;
 pub mod manifest;
 pub mod patch;
+pub mod prepare_record;
 pub mod sample;
 pub mod shards;
+pub mod split_record;
+pub mod split_table;
 pub mod stream;
 #[cfg(test)]
 pub(crate) mod test_shards;

@@ -2,9 +2,9 @@
 //! written through the same writers `prepare` and `split` use.
 
 use crate::data::shards::writer::{ImageCompression, ShardWriter};
+use crate::data::shards::SliceRecord;
 use crate::data::{IndexEntry, SliceIndex};
 use crate::layout::DataDir;
-use crate::prepare::slice::SliceRecord;
 
 /// A temporary data directory with its indexes.
 pub(crate) struct Fixture {

@@ -129,13 +129,9 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
         }
     }
     let data = DataDir::new(&cfg.data);
-    if crate::prepare::read_record(&data)?.is_none() {
-        return Err(Error::input(
-            data.root(),
-            "not a complete prepared data directory (no prepare.json)",
-        ));
-    }
-    let (train_index, val_index) = crate::train::trainer::indexes(&data, record.config.fold)?;
+    crate::data::prepare_record::require(&data)?;
+    let (train_index, val_index) =
+        crate::data::split_table::train_val_indexes(&data, record.config.fold)?;
     let (index, index_path) = match cfg.split {
         EvalSplit::Val => (val_index, data.val_index()),
         EvalSplit::Train => (train_index, data.train_index()),

@@ -7,6 +7,7 @@
 
 use crate::atomic::write_atomic;
 use crate::data::patch::WholeSliceBatch;
+use crate::data::prepare_record::PrepareSettings;
 use crate::data::SliceSample;
 use crate::device::DeviceSpec;
 use crate::error::{Error, IoContext, Result};
@@ -15,7 +16,6 @@ use crate::layout::{DataDir, RunDir};
 use crate::overlay::{png_bytes, prediction_overlay};
 use crate::pixels::decode::{decode_png, DecodeFailure};
 use crate::pixels::intensity::IntensityRules;
-use crate::prepare::PrepareSettings;
 use crate::run::checkpoint::CheckpointChoice;
 use crate::run::record::read_run_record;
 use image::{DynamicImage, GrayImage, ImageBuffer, Luma};
@@ -117,7 +117,7 @@ pub fn run(cfg: &PredictConfig) -> Result<PredictReport> {
 fn intensity_rules(run: &RunDir) -> Result<IntensityRules> {
     let record = read_run_record(run)?;
     let data = DataDir::new(&record.config.data);
-    match crate::prepare::read_record(&data) {
+    match crate::data::prepare_record::read(&data) {
         Ok(Some(p)) => return Ok(p.config.settings.intensity()),
         Ok(None) => {}
         Err(e) => tracing::warn!("{e}"),

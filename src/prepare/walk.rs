@@ -1,6 +1,7 @@
 //! Walks the LIDC slice tree (`<patient>/<nodule>/images/*.png` with `mask-0..3/`) into a sorted
 //! list of slice jobs, recording every unusable file or folder instead of failing.
 
+use crate::data::fusion::RATERS;
 use crate::natural::{natural_cmp, trailing_number};
 use crate::prepare::reject::{Reject, RejectReason, TreePlace};
 use rayon::prelude::*;
@@ -9,9 +10,6 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-
-/// Number of rater mask folders (`mask-0` .. `mask-3`).
-pub const RATERS: usize = 4;
 
 /// One image to decode, with the mask files that exist for it.
 #[derive(Debug, Clone)]

@@ -4,104 +4,15 @@
 pub mod assign;
 
 use crate::atomic::remove_if_exists;
+use crate::data::manifest::{read_index_rows, IndexRow};
+use crate::data::split_record::{self, SplitConfig, SplitCounts, SplitRecord, SplitSettings, RULE};
+use crate::data::split_table::{write_split_table, PatientSplit};
 use crate::data::{write_index, IndexEntry};
 use crate::error::{Error, Result};
 use crate::json::write_json_atomic;
 use crate::layout::DataDir;
 use crate::natural::natural_cmp;
-use crate::schema;
-use crate::table::{column, read_table, write_table};
-use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
-use std::sync::Arc;
-
-/// The stage settings (`pipeline/split.toml`, overridable by flags).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SplitSettings {
-    /// Target fraction of patients in validation, in [0, 1).
-    pub val_ratio: f64,
-    /// Seed of the patient hash.
-    pub seed: u64,
-    /// Number of folds (0 = none).
-    pub folds: u32,
-}
-
-impl SplitSettings {
-    /// Checks value ranges before any work starts.
-    pub fn validate(&self) -> Result<()> {
-        if !(0.0..1.0).contains(&self.val_ratio) {
-            return Err(Error::Usage(format!(
-                "--val-ratio must be in [0, 1), got {}",
-                self.val_ratio
-            )));
-        }
-        if self.folds == 1 {
-            return Err(Error::Usage(
-                "--folds must be 0 (none) or at least 2".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A resolved `split` invocation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SplitConfig {
-    /// The prepared data directory.
-    pub data: PathBuf,
-    /// Rewrite even when a split with these settings exists.
-    pub overwrite: bool,
-    /// Stage settings.
-    pub settings: SplitSettings,
-}
-
-/// One patient's assignment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PatientSplit {
-    /// Patient folder name.
-    pub patient_id: String,
-    /// In validation?
-    pub val: bool,
-    /// Fold, when folds are assigned.
-    pub fold: Option<u32>,
-    /// Slices of the patient.
-    pub slices: i64,
-    /// Union-mask pixels of the patient.
-    pub mask_pixels: i64,
-}
-
-/// Achieved sizes and ratios; saved in `split.json`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SplitCounts {
-    /// Patients in train.
-    pub train_patients: usize,
-    /// Patients in validation.
-    pub val_patients: usize,
-    /// Slices in train.
-    pub train_slices: usize,
-    /// Slices in validation.
-    pub val_slices: usize,
-    /// val_patients / patients.
-    pub patient_ratio: f64,
-    /// val_slices / slices.
-    pub slice_ratio: f64,
-}
-
-/// What `split.json` holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SplitRecord {
-    /// lungseg version.
-    pub version: String,
-    /// The resolved config.
-    pub config: SplitConfig,
-    /// The hash rule, spelled out.
-    pub rule: String,
-    /// Achieved counts.
-    pub counts: SplitCounts,
-}
 
 /// The outcome of `run`.
 #[derive(Debug, Clone)]
@@ -143,54 +54,6 @@ impl SplitReport {
             self.target
         )
     }
-}
-
-/// The rule recorded in `split.json`.
-pub const RULE: &str = "val iff mix64(fnv1a64(\"<seed>:<patient_id>\")) / 2^64 < val_ratio (if that leaves a side empty, the patient with the lowest hash joins val); fold = mix64(fnv1a64(\"<seed>:<patient_id>\") ^ 0x5851F42D4C957F2D) mod folds (mix64 = SplitMix64 finaliser)";
-
-/// One manifest row, as the split needs it: the index entry it becomes, plus its mask pixels.
-#[derive(Debug, Clone)]
-struct IndexRow {
-    entry: IndexEntry,
-    mask_pixels: i64,
-}
-
-impl std::ops::Deref for IndexRow {
-    type Target = IndexEntry;
-
-    fn deref(&self) -> &IndexEntry {
-        &self.entry
-    }
-}
-
-fn read_manifest(data: &DataDir) -> Result<Vec<IndexRow>> {
-    if crate::prepare::read_record(data)?.is_none() {
-        return Err(Error::input(
-            data.root(),
-            "not a complete prepared data directory (no prepare.json); run `lungseg prepare` first",
-        ));
-    }
-    let path = data.manifest();
-    let mut rows = Vec::new();
-    for batch in read_table(&path, &schema::spec("manifest"))? {
-        let ids = column::<StringArray>(&batch, "slice_id", &path)?;
-        let shards = column::<StringArray>(&batch, "shard", &path)?;
-        let rws = column::<Int64Array>(&batch, "row", &path)?;
-        let patients = column::<StringArray>(&batch, "patient_id", &path)?;
-        let pixels = column::<Int64Array>(&batch, "mask_pixels", &path)?;
-        for i in 0..batch.num_rows() {
-            rows.push(IndexRow {
-                entry: IndexEntry {
-                    slice_id: ids.value(i).to_string(),
-                    shard: shards.value(i).to_string(),
-                    row: rws.value(i),
-                    patient_id: patients.value(i).to_string(),
-                },
-                mask_pixels: pixels.value(i),
-            });
-        }
-    }
-    Ok(rows)
 }
 
 /// Assigns every patient of the manifest. Pure: the same rows and settings give the same answer.
@@ -254,8 +117,9 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitReport> {
     let s = &cfg.settings;
     s.validate()?;
     let data = DataDir::new(&cfg.data);
-    let rows = read_manifest(&data)?;
-    if let Some(previous) = read_record(&data)? {
+    crate::data::prepare_record::require(&data)?;
+    let rows = read_index_rows(&data.manifest())?;
+    if let Some(previous) = split_record::read(&data)? {
         if !cfg.overwrite && previous.config.settings == *s {
             return Ok(SplitReport {
                 skipped: true,
@@ -339,39 +203,6 @@ fn ensure_disjoint(train: &[&IndexRow], val: &[&IndexRow], data: &DataDir) -> Re
         ));
     }
     Ok(())
-}
-
-/// Reads `split.json` if a split exists.
-pub fn read_record(data: &DataDir) -> Result<Option<SplitRecord>> {
-    crate::json::read_json(&data.split_record())
-}
-
-fn write_split_table(data: &DataDir, patients: &[PatientSplit]) -> Result<u64> {
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            patients.iter().map(|p| &p.patient_id),
-        )),
-        Arc::new(StringArray::from_iter_values(patients.iter().map(|p| {
-            if p.val {
-                "val"
-            } else {
-                "train"
-            }
-        }))),
-        Arc::new(Int32Array::from(
-            patients
-                .iter()
-                .map(|p| p.fold.map(|f| f as i32))
-                .collect::<Vec<_>>(),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            patients.iter().map(|p| p.slices),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            patients.iter().map(|p| p.mask_pixels),
-        )),
-    ];
-    write_table(&data.split_table(), schema::spec("split"), columns)
 }
 
 fn write_rows(path: &std::path::Path, rows: &[&IndexRow]) -> Result<u64> {

@@ -4,7 +4,7 @@
 use crate::atomic::remove_if_exists;
 use crate::data::batcher::{Batcher, PatchBatch};
 use crate::data::patch::{PatchSampler, WholeSliceBatch};
-use crate::data::{IndexEntry, Order, ShardStream, SliceIndex, StreamOptions};
+use crate::data::{Order, ShardStream, SliceIndex, StreamOptions};
 use crate::device;
 use crate::error::{Error, IoContext, Result};
 use crate::fingerprint::fingerprint;
@@ -24,7 +24,6 @@ use crate::train::early_stop::{EarlyStopping, StopReason};
 use crate::train::state::{load_optimizer, save_last, TrainState};
 use candle_core::{DType, Device, ModuleT};
 use candle_nn::{VarBuilder, VarMap};
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -82,53 +81,6 @@ impl TrainReport {
     }
 }
 
-/// The train and validation indexes for the config (split tables, or folds).
-pub(crate) fn indexes(data: &DataDir, fold: Option<u32>) -> Result<(SliceIndex, SliceIndex)> {
-    if crate::split::read_record(data)?.is_none() {
-        return Err(Error::input(
-            data.root(),
-            "no split (split.json missing); run `lungseg split` first",
-        ));
-    }
-    let train = SliceIndex::read(&data.train_index())?;
-    let val = SliceIndex::read(&data.val_index())?;
-    let Some(k) = fold else {
-        return Ok((train, val));
-    };
-    let path = data.split_table();
-    let mut val_patients = HashSet::new();
-    let mut any_fold = false;
-    for b in crate::table::read_table(&path, &crate::schema::spec("split"))? {
-        let ids = crate::table::column::<arrow_array::StringArray>(&b, "patient_id", &path)?;
-        let folds = crate::table::column::<arrow_array::Int32Array>(&b, "fold", &path)?;
-        for i in 0..b.num_rows() {
-            use arrow_array::Array;
-            if folds.is_valid(i) {
-                any_fold = true;
-                if folds.value(i) == k as i32 {
-                    val_patients.insert(ids.value(i).to_string());
-                }
-            }
-        }
-    }
-    if !any_fold {
-        return Err(Error::Usage(format!(
-            "--fold {k}: the split has no folds; run `lungseg split --folds K --overwrite`"
-        )));
-    }
-    if val_patients.is_empty() {
-        return Err(Error::Usage(format!(
-            "--fold {k}: no patient is in fold {k}"
-        )));
-    }
-    let (v, t): (Vec<IndexEntry>, Vec<IndexEntry>) = train
-        .into_entries()
-        .into_iter()
-        .chain(val.into_entries())
-        .partition(|e| val_patients.contains(&e.patient_id));
-    Ok((SliceIndex::from_entries(t), SliceIndex::from_entries(v)))
-}
-
 /// What to do with an existing run directory.
 enum Start {
     Fresh,
@@ -176,12 +128,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
     let s = &cfg.settings;
     s.validate()?;
     let data = DataDir::new(&cfg.data);
-    if crate::prepare::read_record(&data)?.is_none() {
-        return Err(Error::input(
-            data.root(),
-            "not a complete prepared data directory (no prepare.json); run `lungseg prepare` first",
-        ));
-    }
+    crate::data::prepare_record::require(&data)?;
     let run_dir = RunDir::new(&cfg.run);
     let start = decide_start(cfg, &run_dir)?;
     if let Start::Finished(st) = start {
@@ -192,7 +139,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
             device: String::new(),
         });
     }
-    let (train_index, val_index) = indexes(&data, cfg.fold)?;
+    let (train_index, val_index) = crate::data::split_table::train_val_indexes(&data, cfg.fold)?;
     if train_index.is_empty() {
         return Err(Error::input(
             data.train_index(),

@@ -2,7 +2,9 @@
 //! by `prepare` and streamed by training and evaluation.
 
 pub mod reader;
+pub mod record;
 pub mod writer;
 
 pub(crate) use reader::ShardReader;
+pub use record::SliceRecord;
 pub use writer::{ImageCompression, ShardPosition, ShardWriter};

@@ -1,9 +1,9 @@
 //! Writes slice records into size-bounded Parquet shards with small row groups, so the trainer can
 //! stream one row group at a time.
 
+use crate::data::shards::SliceRecord;
 use crate::error::Result;
 use crate::layout::DataDir;
-use crate::prepare::slice::SliceRecord;
 use crate::schema;
 use crate::table::{TableWriter, WriteOptions};
 use arrow_array::builder::make_view;

@@ -1,0 +1,147 @@
+//! `prepare.json`: the resolved `prepare` settings and counts, written last, so its presence marks
+//! a complete data directory. Read by every later stage.
+
+use crate::data::shards::ImageCompression;
+use crate::error::{Error, Result};
+use crate::json::read_json;
+use crate::layout::DataDir;
+use crate::pixels::intensity::{IntensityRules, WindowMode};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The stage settings (`pipeline/prepare.toml`, overridable by flags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareSettings {
+    /// Intensity mapping.
+    pub window: WindowMode,
+    /// Lung window centre (HU).
+    pub lung_center: i32,
+    /// Lung window width (HU).
+    pub lung_width: i32,
+    /// 16-bit PNGs hold HU + this.
+    pub hu_offset: i32,
+    /// Keep slices with an empty fused mask.
+    pub keep_empty: bool,
+    /// Drop slices smaller than this (0 = keep all).
+    pub min_size: usize,
+    /// Rows per shard.
+    pub shard_rows: usize,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Decoding threads (0 = all cores). Does not change the output.
+    pub threads: usize,
+    /// How the shards' `image` column is stored (the other columns are always zstd).
+    #[serde(default = "ImageCompression::before_the_setting")]
+    pub image_compression: ImageCompression,
+}
+
+impl PrepareSettings {
+    /// The intensity rules these settings describe.
+    pub fn intensity(&self) -> IntensityRules {
+        IntensityRules {
+            mode: self.window,
+            center: self.lung_center,
+            width: self.lung_width,
+            hu_offset: self.hu_offset,
+        }
+    }
+
+    /// Checks value ranges before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.lung_width <= 1 {
+            return Err(Error::Usage(format!(
+                "lung_width must be > 1, got {}",
+                self.lung_width
+            )));
+        }
+        if self.shard_rows == 0 || self.row_group_rows == 0 {
+            return Err(Error::Usage(
+                "shard_rows and row_group_rows must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The settings that change the output (everything but `threads`).
+    pub fn output_identity(&self) -> Self {
+        Self {
+            threads: 0,
+            ..self.clone()
+        }
+    }
+}
+
+/// A fully resolved `prepare` invocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareConfig {
+    /// The LIDC tree (read only).
+    pub input: PathBuf,
+    /// The data directory to write.
+    pub out: PathBuf,
+    /// Rebuild even when the data directory is complete.
+    pub overwrite: bool,
+    /// Hide the progress bar.
+    pub quiet: bool,
+    /// Stage settings.
+    pub settings: PrepareSettings,
+}
+
+/// Counts and timings of a `prepare` run; saved in `prepare.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrepareCounts {
+    /// Patient folders.
+    pub patients: usize,
+    /// Nodule folders with images.
+    pub nodules: usize,
+    /// PNG files found in image folders.
+    pub slices_seen: usize,
+    /// Slices written to shards.
+    pub slices_kept: usize,
+    /// Slices whose fused mask was empty (kept only with `keep_empty`).
+    pub slices_empty: usize,
+    /// Slices dropped by `min_size`.
+    pub slices_too_small: usize,
+    /// Slices whose image was rejected.
+    pub slices_rejected: usize,
+    /// All rows of `rejects.parquet` (images, masks, folders).
+    pub rejects: usize,
+    /// Stray files and unknown folders skipped.
+    pub files_ignored: usize,
+    /// Images and masks that had colour channels and were converted to gray.
+    pub colour_files: usize,
+    /// Kept slices that came from 16-bit PNGs.
+    pub slices_16bit: usize,
+    /// Shard files.
+    pub shards: usize,
+    /// Bytes written (shards and tables).
+    pub bytes: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// What `prepare.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareRecord {
+    /// lungseg version that wrote it.
+    pub version: String,
+    /// The resolved config.
+    pub config: PrepareConfig,
+    /// The counts.
+    pub counts: PrepareCounts,
+}
+
+/// Reads `prepare.json` if the data directory is complete.
+pub fn read(data: &DataDir) -> Result<Option<PrepareRecord>> {
+    read_json(&data.prepare_record())
+}
+
+/// The record of a complete data directory, or the input error that names the command to run.
+pub fn require(data: &DataDir) -> Result<PrepareRecord> {
+    read(data)?.ok_or_else(|| {
+        Error::input(
+            data.root(),
+            "not a complete prepared data directory (no prepare.json); run `lungseg prepare` first",
+        )
+    })
+}
