@@ -4,8 +4,9 @@
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Parser, Subcommand};
-use lungseg::data::batcher::{Batcher, PatchBatch};
+use lungseg::data::batcher::Batcher;
 use lungseg::data::fusion::RaterFusion;
+use lungseg::data::patch::PatchBatch;
 use lungseg::data::patch::PatchSampler;
 use lungseg::data::{ShardStream, SliceIndex, StreamOptions};
 use lungseg::layout::DataDir;

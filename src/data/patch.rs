@@ -1,6 +1,7 @@
-//! Turns native-size slices into fixed-size network inputs: random (optionally
-//! foreground-seeking, optionally flipped) training patches, zero-padded when a slice is smaller
-//! than the patch, and whole-slice validation batches padded to a common size and cropped back.
+//! Turns native-size slices into fixed-size training inputs: random (optionally
+//! foreground-seeking, optionally flipped) patches, zero-padded when a slice is smaller than the
+//! patch, batched as `(B, 1, P, P)` tensors; and the bottom/right zero padding that whole-slice
+//! inference uses.
 
 use crate::data::batcher::to_nchw;
 use crate::data::SliceSample;
@@ -140,6 +141,58 @@ fn flip_vertical<T>(plane: &mut [T], width: usize) {
     }
 }
 
+/// A batch of training patches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchBatch {
+    /// `batch * patch * patch` intensities.
+    pub images: Vec<f32>,
+    /// `batch * patch * patch` 0/1 mask bytes.
+    pub masks: Vec<u8>,
+    /// Number of patches.
+    pub batch: usize,
+    /// Patch side.
+    pub patch: usize,
+    /// Source slice of each patch.
+    pub slice_ids: Vec<String>,
+    /// Patient of each patch.
+    pub patient_ids: Vec<String>,
+}
+
+impl PatchBatch {
+    /// Draws one patch from each sample.
+    pub fn from_samples(
+        samples: &[SliceSample],
+        sampler: &PatchSampler,
+        rng: &mut SplitMix64,
+    ) -> Self {
+        let plane = sampler.plane();
+        let mut images = vec![0.0; samples.len() * plane];
+        let mut masks = vec![0; samples.len() * plane];
+        for (i, s) in samples.iter().enumerate() {
+            let range = i * plane..(i + 1) * plane;
+            sampler.sample(s, rng, &mut images[range.clone()], &mut masks[range]);
+        }
+        Self {
+            images,
+            masks,
+            batch: samples.len(),
+            patch: sampler.patch,
+            slice_ids: samples.iter().map(|s| s.slice_id.clone()).collect(),
+            patient_ids: samples.iter().map(|s| s.patient_id.clone()).collect(),
+        }
+    }
+
+    /// The images and masks as (B, 1, P, P) f32 tensors (masks 0.0/1.0).
+    pub fn to_tensors(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        to_nchw(
+            &self.images,
+            &self.masks,
+            (self.batch, self.patch, self.patch),
+            device,
+        )
+    }
+}
+
 /// `(height, width)` each rounded up to a multiple of `multiple` (at least 1).
 pub fn padded_size(height: usize, width: usize, multiple: usize) -> (usize, usize) {
     let m = multiple.max(1);
@@ -166,106 +219,11 @@ pub fn pad_into(
     copy_window(s, 0, 0, height, width, img_out, mask_out);
 }
 
-/// Whole validation slices at native size, padded bottom/right to one common size (a multiple of
-/// the network's downsampling factor) so they stack into one batch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WholeSliceBatch {
-    /// `len * height * width` intensities.
-    pub images: Vec<f32>,
-    /// `len * height * width` 0/1 mask bytes.
-    pub masks: Vec<u8>,
-    /// Padded height.
-    pub height: usize,
-    /// Padded width.
-    pub width: usize,
-    /// Native (height, width) of each slice.
-    pub dims: Vec<(usize, usize)>,
-    /// Slice ids, in batch order.
-    pub slice_ids: Vec<String>,
-    /// Patient ids, in batch order.
-    pub patient_ids: Vec<String>,
-}
-
-impl WholeSliceBatch {
-    /// Stacks `samples`, padding them to the largest height and width rounded up to `multiple`.
-    pub fn from_samples(samples: Vec<SliceSample>, multiple: usize) -> Self {
-        let max_h = samples.iter().map(|s| s.height).max().unwrap_or(0);
-        let max_w = samples.iter().map(|s| s.width).max().unwrap_or(0);
-        let (height, width) = padded_size(max_h, max_w, multiple);
-        let plane = height * width;
-        let mut images = vec![0.0; samples.len() * plane];
-        let mut masks = vec![0; samples.len() * plane];
-        let mut dims = Vec::with_capacity(samples.len());
-        let mut slice_ids = Vec::with_capacity(samples.len());
-        let mut patient_ids = Vec::with_capacity(samples.len());
-        for (i, s) in samples.into_iter().enumerate() {
-            let range = i * plane..(i + 1) * plane;
-            pad_into(
-                &s,
-                height,
-                width,
-                &mut images[range.clone()],
-                &mut masks[range],
-            );
-            dims.push((s.height, s.width));
-            slice_ids.push(s.slice_id);
-            patient_ids.push(s.patient_id);
-        }
-        Self {
-            images,
-            masks,
-            height,
-            width,
-            dims,
-            slice_ids,
-            patient_ids,
-        }
-    }
-
-    /// Number of slices.
-    pub fn len(&self) -> usize {
-        self.dims.len()
-    }
-
-    /// Whether the batch is empty.
-    pub fn is_empty(&self) -> bool {
-        self.dims.is_empty()
-    }
-
-    /// Pixels in one padded plane.
-    pub fn plane(&self) -> usize {
-        self.height * self.width
-    }
-
-    /// Cuts `probs`, one padded `height * width` prediction plane for slice `i`, back to that
-    /// slice's native size.
-    ///
-    /// # Panics
-    /// When `i` is out of range or `probs` is not one padded plane.
-    pub fn crop_back(&self, i: usize, probs: &[f32]) -> Vec<f32> {
-        assert_eq!(probs.len(), self.plane(), "prediction plane size");
-        let (h, w) = self.dims[i];
-        probs
-            .chunks_exact(self.width)
-            .take(h)
-            .flat_map(|row| row[..w].iter().copied())
-            .collect()
-    }
-
-    /// The padded images and masks as (B, 1, H, W) f32 tensors (masks 0.0/1.0).
-    pub fn to_tensors(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
-        to_nchw(
-            &self.images,
-            &self.masks,
-            (self.len(), self.height, self.width),
-            device,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::batcher::Batcher;
+    use crate::error::{Error, Result};
 
     fn slice(h: usize, w: usize) -> SliceSample {
         SliceSample {
@@ -404,30 +362,71 @@ mod tests {
         assert_eq!(&plane[4..8], &[8, 9, 10, 11]);
     }
 
-    #[test]
-    fn whole_slice_batches_pad_to_a_multiple_and_crop_back() {
-        let mut a = slice(10, 7);
-        a.mask[5] = 1;
-        let b = slice(5, 13);
-        let batch = WholeSliceBatch::from_samples(vec![a.clone(), b.clone()], 4);
-        assert_eq!((batch.height, batch.width), (12, 16));
-        assert_eq!(batch.len(), 2);
-        assert_eq!(batch.dims, vec![(10, 7), (5, 13)]);
-        assert_eq!(batch.slice_ids, vec!["s10x7", "s5x13"]);
-        for (i, s) in [&a, &b].into_iter().enumerate() {
-            let plane = &batch.images[i * batch.plane()..(i + 1) * batch.plane()];
-            assert_eq!(batch.crop_back(i, plane), s.image);
-            // Padding is zero: the sum of the padded plane equals the native sum.
-            let sum: f32 = plane.iter().sum();
-            assert_eq!(sum, s.image.iter().sum::<f32>());
+    fn sample(i: usize) -> SliceSample {
+        SliceSample {
+            slice_id: format!("s{i}"),
+            patient_id: format!("p{i}"),
+            height: 20,
+            width: 30,
+            image: vec![i as f32 / 10.0; 600],
+            mask: (0..600).map(|j| u8::from(j == 77)).collect(),
         }
-        assert_eq!(batch.masks[5], 1);
-        assert_eq!(batch.masks.iter().map(|&m| m as usize).sum::<usize>(), 1);
-        let (x, y) = batch.to_tensors(&Device::Cpu).unwrap();
-        assert_eq!(x.dims(), &[2, 1, 12, 16]);
-        assert_eq!(y.dims(), &[2, 1, 12, 16]);
-        assert_eq!(padded_size(12, 13, 4), (12, 16));
-        assert_eq!(padded_size(3, 3, 0), (3, 3));
-        assert!(WholeSliceBatch::from_samples(Vec::new(), 4).is_empty());
+    }
+
+    /// Patch batches drawn from a stream of slices, one patch per slice (what the trainer does
+    /// with [`Batcher`] and [`PatchBatch::from_samples`]).
+    fn patch_batches<I: Iterator<Item = Result<SliceSample>>>(
+        slices: I,
+        sampler: PatchSampler,
+        mut rng: SplitMix64,
+        batch_size: usize,
+        drop_last: bool,
+    ) -> impl Iterator<Item = Result<PatchBatch>> {
+        Batcher::new(slices)
+            .batch_size(batch_size)
+            .drop_last(drop_last)
+            .map(move |b| b.map(|samples| PatchBatch::from_samples(&samples, &sampler, &mut rng)))
+    }
+
+    #[test]
+    fn patch_batches_and_tensor_shapes() {
+        let sampler = PatchSampler {
+            patch: 16,
+            fg_crop: 1.0,
+            flips: true,
+        };
+        let slices = (0..5).map(|i| Ok(sample(i)));
+        let batches: Vec<PatchBatch> = patch_batches(slices, sampler, SplitMix64::new(1), 2, false)
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(
+            batches.iter().map(|b| b.batch).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
+        let b = &batches[1];
+        assert_eq!(b.slice_ids, vec!["s2", "s3"]);
+        assert_eq!(b.patient_ids, vec!["p2", "p3"]);
+        assert_eq!(b.images.len(), 2 * 16 * 16);
+        // fg_crop = 1: each patch holds the one foreground pixel.
+        for m in b.masks.chunks_exact(256) {
+            assert_eq!(m.iter().filter(|&&v| v == 1).count(), 1);
+        }
+        let (x, y) = b.to_tensors(&Device::Cpu).unwrap();
+        assert_eq!(x.dims(), &[2, 1, 16, 16]);
+        assert_eq!(y.dims(), &[2, 1, 16, 16]);
+        assert_eq!(y.sum_all().unwrap().to_scalar::<f32>().unwrap(), 2.0);
+        let total = x.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!((total - 256.0 * (0.2 + 0.3)).abs() < 1e-3, "{total}");
+
+        let with_error = vec![Ok(sample(0)), Err(Error::Usage("boom".into()))];
+        let mut it = patch_batches(
+            with_error.into_iter(),
+            sampler,
+            SplitMix64::new(1),
+            4,
+            false,
+        );
+        assert!(it.next().unwrap().is_err());
+        assert!(it.next().is_none());
     }
 }

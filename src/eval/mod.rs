@@ -11,7 +11,6 @@ pub mod selection;
 
 use crate::atomic::remove_if_exists;
 use crate::data::batcher::Batcher;
-use crate::data::patch::WholeSliceBatch;
 use crate::data::{Order, ShardStream, StreamOptions};
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, IoContext, Result};
@@ -172,29 +171,18 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
     let bar = crate::progress::bar(index.len() as u64, "eval", cfg.quiet);
     let mut position = 0usize;
     for batch in Batcher::new(stream).batch_size(settings.val_batch_size) {
-        let wb = WholeSliceBatch::from_samples(batch?, 4);
-        let probs = model.probabilities(&wb)?;
-        let plane = wb.plane();
-        for i in 0..wb.len() {
-            let (h, w) = wb.dims[i];
-            let range = i * plane..(i + 1) * plane;
-            let p = wb.crop_back(i, &probs[range.clone()]);
-            let image = wb.crop_back(i, &wb.images[range.clone()]);
-            let mask: Vec<u8> = wb.masks[range]
-                .chunks_exact(wb.width)
-                .take(h)
-                .flat_map(|row| row[..w].iter().copied())
-                .collect();
+        let predictions = model.predict(batch?)?;
+        for slice in predictions.slices() {
             pass.add(
                 position,
                 &ScoredSlice {
-                    slice_id: &wb.slice_ids[i],
-                    patient_id: &wb.patient_ids[i],
-                    height: h,
-                    width: w,
-                    image: &image,
-                    mask: &mask,
-                    probs: &p,
+                    slice_id: slice.slice_id,
+                    patient_id: slice.patient_id,
+                    height: slice.height,
+                    width: slice.width,
+                    image: &slice.image,
+                    mask: &slice.mask,
+                    probs: &slice.probs,
                 },
             )?;
             position += 1;

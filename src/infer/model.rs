@@ -1,14 +1,15 @@
-//! Loads a trained U-Net from a run directory (its `config.json` and a checkpoint) and runs it
-//! on whole slices padded to a multiple of 4. Shared by `eval` and `predict`.
+//! Loads a trained U-Net from a run directory (its `config.json` and a checkpoint), for `eval`
+//! and `predict`.
 
-use crate::data::patch::WholeSliceBatch;
+use crate::data::SliceSample;
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
+use crate::infer::Predictions;
 use crate::layout::RunDir;
 use crate::model::{UNet, UNetConfig};
 use crate::run::checkpoint::{load_weights, CheckpointChoice};
 use crate::run::record::{read_run_record, RunRecord};
-use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use std::path::PathBuf;
 
@@ -67,20 +68,8 @@ impl LoadedModel {
         self.record.config.settings.threshold
     }
 
-    /// Probabilities for a padded batch: `len * height * width` values, plane after plane.
-    pub fn probabilities(&self, batch: &WholeSliceBatch) -> Result<Vec<f32>> {
-        let x = Tensor::from_slice(
-            &batch.images,
-            (batch.len(), 1, batch.height, batch.width),
-            &self.device,
-        )
-        .and_then(|x| {
-            let logits = self.model.forward_t(&x, false)?;
-            candle_nn::ops::sigmoid(&logits)?
-                .flatten_all()?
-                .to_vec1::<f32>()
-        })
-        .map_err(|e| Error::tensor("inference", e))?;
-        Ok(x)
+    /// Runs the network on whole slices at native size (see [`crate::infer::predict`]).
+    pub fn predict(&self, samples: Vec<SliceSample>) -> Result<Predictions> {
+        crate::infer::predict(&self.model, &self.device, samples)
     }
 }

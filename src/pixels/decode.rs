@@ -2,6 +2,7 @@
 //! 16-bit samples (which hold HU + offset) at full depth.
 
 use crate::pixels::gray_png::GrayPngScratch;
+use crate::pixels::samples::{GraySamples, GrayView};
 
 /// A decoded grayscale plane.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,38 +70,6 @@ pub fn decode_png(bytes: &[u8]) -> Result<GrayPlane, DecodeFailure> {
         },
         was_colour: view.was_colour,
     })
-}
-
-/// A decoded plane's samples, borrowed from the [`PngScratch`] that decoded it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GraySamples<'a> {
-    /// From an 8-bit PNG.
-    Eight(&'a [u8]),
-    /// From a 16-bit PNG.
-    Sixteen(&'a [u16]),
-}
-
-/// A decoded grayscale plane that borrows its samples from the decoder's buffers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GrayView<'a> {
-    /// Height in pixels.
-    pub height: usize,
-    /// Width in pixels.
-    pub width: usize,
-    /// Row-major samples.
-    pub samples: GraySamples<'a>,
-    /// The source had colour channels and was converted to gray.
-    pub was_colour: bool,
-}
-
-impl GrayView<'_> {
-    /// 8 or 16.
-    pub fn bits(&self) -> u8 {
-        match self.samples {
-            GraySamples::Eight(_) => 8,
-            GraySamples::Sixteen(_) => 16,
-        }
-    }
 }
 
 /// Decoder buffers reused across files, so that decoding a slice allocates nothing once they

@@ -7,7 +7,7 @@
 /// PNG files start with these 8 bytes.
 const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 
-use crate::pixels::decode::GraySamples;
+use crate::pixels::samples::GraySamples;
 
 /// Buffers reused from file to file.
 #[derive(Debug, Default)]

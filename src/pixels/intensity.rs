@@ -1,7 +1,7 @@
 //! Maps stored pixel values to [0,1] intensities, and documents why the notebook's formula is
 //! wrong for 8-bit PNGs.
 
-use crate::pixels::decode::GraySamples;
+use crate::pixels::samples::GraySamples;
 use serde::{Deserialize, Serialize};
 
 /// How intensities are mapped.

@@ -4,3 +4,4 @@
 pub mod decode;
 pub mod gray_png;
 pub mod intensity;
+pub mod samples;

@@ -6,12 +6,12 @@
 //! still processed. The report lists the failures; the binary then exits with 1.
 
 use crate::atomic::write_atomic;
-use crate::data::patch::WholeSliceBatch;
 use crate::data::prepare_record::PrepareSettings;
 use crate::data::SliceSample;
 use crate::device::DeviceSpec;
 use crate::error::{Error, IoContext, Result};
 use crate::infer::model::LoadedModel;
+use crate::infer::NativeSlice;
 use crate::layout::{DataDir, RunDir};
 use crate::overlay::{png_bytes, prediction_overlay};
 use crate::pixels::decode::{decode_png, DecodeFailure};
@@ -187,19 +187,15 @@ fn predict_one(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "input".into());
-    let batch = WholeSliceBatch::from_samples(
-        vec![SliceSample {
-            slice_id: stem.clone(),
-            patient_id: String::new(),
-            height: h,
-            width: w,
-            image,
-            mask: vec![0; h * w],
-        }],
-        4,
-    );
-    let probs = batch.crop_back(0, &model.probabilities(&batch)?);
-    let image = batch.crop_back(0, &batch.images);
+    let predictions = model.predict(vec![SliceSample {
+        slice_id: stem.clone(),
+        patient_id: String::new(),
+        height: h,
+        width: w,
+        image,
+        mask: vec![0; h * w],
+    }])?;
+    let NativeSlice { image, probs, .. } = predictions.slice(0);
     let t = threshold as f32;
     let pred: Vec<bool> = probs.iter().map(|&p| p > t).collect();
     let [mask_name, overlay_name, prob_name] = output_names(&stem);

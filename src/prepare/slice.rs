@@ -2,8 +2,9 @@
 
 use crate::data::fusion::RATERS;
 use crate::data::shards::SliceRecord;
-use crate::pixels::decode::{DecodeFailure, GraySamples, GrayView, PngScratch};
+use crate::pixels::decode::{DecodeFailure, PngScratch};
 use crate::pixels::intensity::IntensityLut;
+use crate::pixels::samples::{GraySamples, GrayView};
 use crate::prepare::file_bytes::FileBytes;
 use crate::prepare::nodule_dir::NoduleDir;
 use crate::prepare::reject::{Reject, RejectReason};

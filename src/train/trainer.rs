@@ -2,8 +2,8 @@
 //! checkpoints and the epoch table, with exact `--resume` after an interruption.
 
 use crate::atomic::remove_if_exists;
-use crate::data::batcher::{Batcher, PatchBatch};
-use crate::data::patch::{PatchSampler, WholeSliceBatch};
+use crate::data::batcher::Batcher;
+use crate::data::patch::{PatchBatch, PatchSampler};
 use crate::data::{Order, ShardStream, SliceIndex, StreamOptions};
 use crate::device;
 use crate::error::{Error, IoContext, Result};
@@ -424,37 +424,23 @@ impl EpochContext<'_> {
         }
         let stream = self.stream(self.val_index, Order::Index)?;
         for batch in Batcher::new(stream).batch_size(s.val_batch_size) {
-            let samples = batch?;
-            let wb = WholeSliceBatch::from_samples(samples, 4);
-            let (h, w) = (wb.height, wb.width);
-            let (x, y) = wb
+            let predictions = crate::infer::predict(self.model, self.device, batch?)?;
+            let (_x, y) = predictions
+                .batch
                 .to_tensors(self.device)
                 .map_err(|e| Error::tensor("uploading a validation batch", e))?;
-            let (loss, probs) = self
-                .model
-                .forward_t(&x, false)
-                .and_then(|logits| {
-                    let loss = s.loss.compute_with(&logits, &y, &s.tversky())?;
-                    let probs = candle_nn::ops::sigmoid(&logits)?;
-                    Ok((
-                        loss.to_scalar::<f32>()?,
-                        probs.flatten_all()?.to_vec1::<f32>()?,
-                    ))
-                })
-                .map_err(|e| Error::tensor("validation forward", e))?;
-            for i in 0..wb.len() {
-                let plane = &probs[i * h * w..(i + 1) * h * w];
-                let cropped = wb.crop_back(i, plane);
-                let padded_mask: Vec<f32> = wb.masks[i * h * w..(i + 1) * h * w]
-                    .iter()
-                    .map(|&m| f32::from(m))
-                    .collect();
-                let mask: Vec<u8> = wb
-                    .crop_back(i, &padded_mask)
-                    .into_iter()
-                    .map(|m| m as u8)
-                    .collect();
-                acc.add_batch(&cropped, &mask, cropped.len(), f64::from(loss));
+            let loss = s
+                .loss
+                .compute_with(&predictions.logits, &y, &s.tversky())
+                .and_then(|l| l.to_scalar::<f32>())
+                .map_err(|e| Error::tensor("validation loss", e))?;
+            for slice in predictions.slices() {
+                acc.add_batch(
+                    &slice.probs,
+                    &slice.mask,
+                    slice.probs.len(),
+                    f64::from(loss),
+                );
             }
         }
         Ok((acc.finish(), acc))

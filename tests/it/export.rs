@@ -2,7 +2,6 @@
 //! Runs only where PyTorch is installed (`scripts/ensure-torch.sh`; not in CI).
 
 use crate::common::*;
-use lungseg::data::patch::WholeSliceBatch;
 use lungseg::data::SliceSample;
 use lungseg::device::DeviceSpec;
 use lungseg::infer::model::LoadedModel;
@@ -47,8 +46,9 @@ fn checkpoints_load_into_pytorch_with_equal_outputs() {
             mask: vec![0; 24 * 32],
         })
         .collect();
-    let batch = WholeSliceBatch::from_samples(samples, 4);
-    let probs = model.probabilities(&batch).unwrap();
+    let predictions = model.predict(samples).unwrap();
+    let batch = &predictions.batch;
+    let probs: Vec<f32> = predictions.slices().flat_map(|s| s.probs).collect();
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     std::fs::write(sb.path("input.f32"), bytes(&batch.images)).unwrap();
     std::fs::write(sb.path("expected.f32"), bytes(&probs)).unwrap();
