@@ -5,28 +5,45 @@ use crate::error::{Error, IoContext, Result};
 use serde::de::DeserializeOwned;
 use std::path::Path;
 
-/// The embedded defaults of each stage.
-const DEFAULTS: &[(&str, &str)] = &[
-    ("prepare", include_str!("../pipeline/prepare.toml")),
-    ("split", include_str!("../pipeline/split.toml")),
-    ("train", include_str!("../pipeline/train.toml")),
-];
+/// A stage with a `pipeline/<stage>.toml` of defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `pipeline/prepare.toml`.
+    Prepare,
+    /// `pipeline/split.toml`.
+    Split,
+    /// `pipeline/train.toml`.
+    Train,
+}
 
-/// The default TOML text for `stage`.
-pub fn default_text(stage: &str) -> Option<&'static str> {
-    DEFAULTS.iter().find(|(s, _)| *s == stage).map(|(_, t)| *t)
+impl Stage {
+    /// The stage's name, as in `pipeline/<name>.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Prepare => "prepare",
+            Stage::Split => "split",
+            Stage::Train => "train",
+        }
+    }
+
+    /// The embedded default TOML text.
+    pub fn default_text(self) -> &'static str {
+        match self {
+            Stage::Prepare => include_str!("../pipeline/prepare.toml"),
+            Stage::Split => include_str!("../pipeline/split.toml"),
+            Stage::Train => include_str!("../pipeline/train.toml"),
+        }
+    }
 }
 
 /// Loads a stage's defaults: from `file` when given, else the embedded `pipeline/<stage>.toml`.
 /// Unknown keys are errors, so a typo in a config file is caught before any work starts.
-pub fn load_stage<T: DeserializeOwned>(stage: &str, file: Option<&Path>) -> Result<T> {
+pub fn load_stage<T: DeserializeOwned>(stage: Stage, file: Option<&Path>) -> Result<T> {
     let (text, origin) = match file {
         Some(path) => (std::fs::read_to_string(path).at(path)?, path.to_path_buf()),
         None => (
-            default_text(stage)
-                .ok_or_else(|| Error::Usage(format!("no defaults for stage {stage}")))?
-                .to_string(),
-            Path::new("pipeline").join(format!("{stage}.toml")),
+            stage.default_text().to_string(),
+            Path::new("pipeline").join(format!("{}.toml", stage.name())),
         ),
     };
     toml::from_str(&text).map_err(|e| Error::Toml {

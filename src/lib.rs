@@ -23,6 +23,7 @@ pub mod progress;
 pub mod rng;
 pub mod run;
 pub mod schema;
+pub mod slice_id;
 pub mod table;
 
 // The stages, on top of the shared layer.

@@ -32,32 +32,75 @@ pub struct TableSpec {
     pub columns: Vec<ColumnSpec>,
 }
 
-/// The embedded contracts, by table name.
-const CONTRACTS: &[(&str, &str)] = &[
-    ("slices", include_str!("../schemas/slices.json")),
-    ("manifest", include_str!("../schemas/manifest.json")),
-    ("rejects", include_str!("../schemas/rejects.json")),
-    ("split", include_str!("../schemas/split.json")),
-    ("slice_index", include_str!("../schemas/slice_index.json")),
-    ("epochs", include_str!("../schemas/epochs.json")),
-    ("per_slice", include_str!("../schemas/per_slice.json")),
-    ("thresholds", include_str!("../schemas/thresholds.json")),
-];
-
-/// Names of every embedded table contract.
-pub fn table_names() -> impl Iterator<Item = &'static str> {
-    CONTRACTS.iter().map(|(name, _)| *name)
+/// Every table with a contract in `schemas/`. Naming a table by this enum, not by a string,
+/// makes a misspelt contract a compile error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// `shards/slices-NNNNN.parquet`.
+    Slices,
+    /// `manifest.parquet`.
+    Manifest,
+    /// `rejects.parquet`.
+    Rejects,
+    /// `split.parquet`.
+    Split,
+    /// `train.parquet` and `val.parquet`.
+    SliceIndex,
+    /// `epochs.parquet`.
+    Epochs,
+    /// `eval/per_slice.parquet`.
+    PerSlice,
+    /// `eval/thresholds.parquet`.
+    Thresholds,
 }
 
-/// The contract of `table`. Panics only if the embedded JSON is malformed, which a unit test
-/// rules out.
-pub fn spec(table: &str) -> TableSpec {
-    let text = CONTRACTS
-        .iter()
-        .find(|(name, _)| *name == table)
-        .map(|(_, text)| *text)
-        .unwrap_or_else(|| panic!("no embedded schema named {table}"));
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("schemas/{table}.json: {e}"))
+impl Table {
+    /// Every table, in pipeline order.
+    pub const ALL: [Table; 8] = [
+        Table::Slices,
+        Table::Manifest,
+        Table::Rejects,
+        Table::Split,
+        Table::SliceIndex,
+        Table::Epochs,
+        Table::PerSlice,
+        Table::Thresholds,
+    ];
+
+    /// The contract's name: the stem of `schemas/<name>.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Slices => "slices",
+            Table::Manifest => "manifest",
+            Table::Rejects => "rejects",
+            Table::Split => "split",
+            Table::SliceIndex => "slice_index",
+            Table::Epochs => "epochs",
+            Table::PerSlice => "per_slice",
+            Table::Thresholds => "thresholds",
+        }
+    }
+
+    /// The embedded `schemas/<name>.json`.
+    fn contract_json(self) -> &'static str {
+        match self {
+            Table::Slices => include_str!("../schemas/slices.json"),
+            Table::Manifest => include_str!("../schemas/manifest.json"),
+            Table::Rejects => include_str!("../schemas/rejects.json"),
+            Table::Split => include_str!("../schemas/split.json"),
+            Table::SliceIndex => include_str!("../schemas/slice_index.json"),
+            Table::Epochs => include_str!("../schemas/epochs.json"),
+            Table::PerSlice => include_str!("../schemas/per_slice.json"),
+            Table::Thresholds => include_str!("../schemas/thresholds.json"),
+        }
+    }
+
+    /// The table's contract. Panics only if the embedded JSON is malformed, which a unit test
+    /// rules out for every table.
+    pub fn spec(self) -> TableSpec {
+        serde_json::from_str(self.contract_json())
+            .unwrap_or_else(|e| panic!("schemas/{}.json: {e}", self.name()))
+    }
 }
 
 fn arrow_type(name: &str) -> Option<DataType> {
@@ -144,8 +187,9 @@ mod tests {
 
     #[test]
     fn every_embedded_contract_parses_with_known_types() {
-        for name in table_names() {
-            let s = spec(name);
+        for table in Table::ALL {
+            let s = table.spec();
+            let name = table.name();
             assert_eq!(s.table, name);
             assert!(!s.columns.is_empty());
             for c in &s.columns {
@@ -162,7 +206,7 @@ mod tests {
 
     #[test]
     fn check_reports_the_first_difference() {
-        let s = spec("split");
+        let s = Table::Split.spec();
         let good = s.arrow_schema();
         s.check(Path::new("x"), &good).unwrap();
         let renamed = Schema::new(vec![Field::new("patient", DataType::Utf8, false)]);

@@ -194,6 +194,7 @@ pub fn column<'a, T: Array + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::Table;
     use arrow_array::{Int32Array, Int64Array, StringArray};
     use std::sync::Arc;
 
@@ -201,7 +202,7 @@ mod tests {
     fn round_trip_checks_contract_and_is_atomic() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("split.parquet");
-        let spec = crate::schema::spec("split");
+        let spec = Table::Split.spec();
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(vec!["p1", "p2"])),
             Arc::new(StringArray::from(vec!["train", "val"])),
@@ -214,7 +215,7 @@ mod tests {
         let batches = read_table(&path, &spec).unwrap();
         let ids = column::<StringArray>(&batches[0], "patient_id", &path).unwrap();
         assert_eq!(ids.value(1), "p2");
-        let err = read_table(&path, &crate::schema::spec("rejects")).unwrap_err();
+        let err = read_table(&path, &Table::Rejects.spec()).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         std::fs::write(&path, b"garbage").unwrap();
         let err = read_table(&path, &spec).unwrap_err();

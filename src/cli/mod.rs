@@ -1,6 +1,6 @@
 //! Command-line arguments, and their conversion into validated stage configs before any work.
 
-use crate::config::load_stage;
+use crate::config::{load_stage, Stage};
 use crate::data::fusion::RaterFusion;
 use crate::data::prepare_record::{PrepareConfig, PrepareSettings};
 use crate::data::shards::writer::ImageCompression;
@@ -164,7 +164,7 @@ pub struct SplitArgs {
 impl PrepareArgs {
     /// Defaults, then the config file, then flags; validated.
     pub fn resolve(&self, quiet: bool) -> Result<PrepareConfig> {
-        let mut s: PrepareSettings = load_stage("prepare", self.config.as_deref())?;
+        let mut s: PrepareSettings = load_stage(Stage::Prepare, self.config.as_deref())?;
         if self.keep_empty {
             s.keep_empty = true;
         }
@@ -189,7 +189,7 @@ impl PrepareArgs {
 impl SplitArgs {
     /// Defaults, then the config file, then flags; validated.
     pub fn resolve(&self) -> Result<SplitConfig> {
-        let mut s: SplitSettings = load_stage("split", self.config.as_deref())?;
+        let mut s: SplitSettings = load_stage(Stage::Split, self.config.as_deref())?;
         s.val_ratio = self.val_ratio.unwrap_or(s.val_ratio);
         s.seed = self.seed.unwrap_or(s.seed);
         s.folds = self.folds.unwrap_or(s.folds);
@@ -312,7 +312,7 @@ fn parse_monitor(s: &str) -> std::result::Result<Monitor, String> {
 impl TrainArgs {
     /// Defaults, then the config file, then flags; validated.
     pub fn resolve(&self, quiet: bool) -> Result<TrainConfig> {
-        let mut s: TrainSettings = load_stage("train", self.config.as_deref())?;
+        let mut s: TrainSettings = load_stage(Stage::Train, self.config.as_deref())?;
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field.clone() { s.$field = v; } )* };
         }

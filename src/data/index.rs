@@ -2,7 +2,7 @@
 //! whose slice it is.
 
 use crate::error::Result;
-use crate::schema;
+use crate::schema::Table;
 use crate::table::{column, read_table, write_table};
 use arrow_array::{ArrayRef, Int64Array, StringArray};
 use std::collections::{BTreeSet, HashSet};
@@ -31,7 +31,7 @@ pub struct SliceIndex {
 impl SliceIndex {
     /// Reads a `slice_index` table (`train.parquet` or `val.parquet`), keeping its row order.
     pub fn read(path: &Path) -> Result<Self> {
-        let batches = read_table(path, &schema::spec("slice_index"))?;
+        let batches = read_table(path, &Table::SliceIndex.spec())?;
         let mut entries = Vec::new();
         for batch in &batches {
             let slice_id = column::<StringArray>(batch, "slice_id", path)?;
@@ -102,5 +102,5 @@ pub fn write_index(path: &Path, entries: &[&IndexEntry]) -> Result<u64> {
             entries.iter().map(|e| &e.patient_id),
         )),
     ];
-    write_table(path, schema::spec("slice_index"), columns)
+    write_table(path, Table::SliceIndex.spec(), columns)
 }

@@ -1,10 +1,10 @@
 //! The manifest: every kept slice's metadata and shard position, without pixels.
 
 use crate::data::index::IndexEntry;
+use crate::schema::Table;
 use crate::data::shards::writer::ShardPosition;
 use crate::data::shards::SliceRecord;
 use crate::error::Result;
-use crate::schema;
 use crate::table::{column, read_table, write_table};
 use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};
 use std::path::Path;
@@ -84,7 +84,7 @@ pub fn write_manifest(path: &Path, rows: &[ManifestRow]) -> Result<u64> {
             rows.iter().map(|r| r.position.row),
         )),
     ];
-    write_table(path, schema::spec("manifest"), columns)
+    write_table(path, Table::Manifest.spec(), columns)
 }
 
 /// One manifest row as the split reads it: the index entry it becomes, plus its mask pixels.
@@ -107,7 +107,7 @@ impl std::ops::Deref for IndexRow {
 /// Reads `manifest.parquet` as index rows, in manifest order, checking its contract.
 pub fn read_index_rows(path: &Path) -> Result<Vec<IndexRow>> {
     let mut rows = Vec::new();
-    for batch in read_table(path, &schema::spec("manifest"))? {
+    for batch in read_table(path, &Table::Manifest.spec())? {
         let ids = column::<StringArray>(&batch, "slice_id", path)?;
         let shards = column::<StringArray>(&batch, "shard", path)?;
         let rws = column::<Int64Array>(&batch, "row", path)?;

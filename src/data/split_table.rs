@@ -2,9 +2,9 @@
 //! pass reads, for the split's own sides or for one cross-validation fold.
 
 use crate::data::index::{IndexEntry, SliceIndex};
+use crate::schema::Table;
 use crate::error::{Error, Result};
 use crate::layout::DataDir;
-use crate::schema;
 use crate::table::{column, read_table, write_table};
 use arrow_array::{Array, ArrayRef, Int32Array, Int64Array, StringArray};
 use serde::{Deserialize, Serialize};
@@ -52,7 +52,7 @@ pub fn write_split_table(data: &DataDir, patients: &[PatientSplit]) -> Result<u6
             patients.iter().map(|p| p.mask_pixels),
         )),
     ];
-    write_table(&data.split_table(), schema::spec("split"), columns)
+    write_table(&data.split_table(), Table::Split.spec(), columns)
 }
 
 /// The train and validation indexes for the config (split tables, or folds).
@@ -71,7 +71,7 @@ pub fn train_val_indexes(data: &DataDir, fold: Option<u32>) -> Result<(SliceInde
     let path = data.split_table();
     let mut val_patients = HashSet::new();
     let mut any_fold = false;
-    for b in read_table(&path, &schema::spec("split"))? {
+    for b in read_table(&path, &Table::Split.spec())? {
         let ids = column::<StringArray>(&b, "patient_id", &path)?;
         let folds = column::<Int32Array>(&b, "fold", &path)?;
         for i in 0..b.num_rows() {

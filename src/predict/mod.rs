@@ -126,7 +126,7 @@ fn intensity_rules(run: &RunDir) -> Result<IntensityRules> {
         "{}: not available; using the default intensity rules",
         data.prepare_record().display()
     );
-    let defaults: PrepareSettings = crate::config::load_stage("prepare", None)?;
+    let defaults: PrepareSettings = crate::config::load_stage(crate::config::Stage::Prepare, None)?;
     Ok(defaults.intensity())
 }
 

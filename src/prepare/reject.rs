@@ -1,7 +1,7 @@
 //! Rejected inputs: why a file or folder could not be used, recorded instead of stopping the run.
 
 use crate::error::Result;
-use crate::schema;
+use crate::schema::Table;
 use crate::table::write_table;
 use arrow_array::{ArrayRef, StringArray};
 use std::path::Path;
@@ -129,5 +129,5 @@ pub fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<u64> {
             rejects.iter().map(|r| &r.detail),
         )),
     ];
-    write_table(path, schema::spec("rejects"), columns)
+    write_table(path, Table::Rejects.spec(), columns)
 }

@@ -3,6 +3,7 @@
 
 use crate::data::fusion::RATERS;
 use crate::natural::{natural_cmp, trailing_number};
+use crate::slice_id::SliceId;
 use crate::prepare::reject::{Reject, RejectReason, TreePlace};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,11 +34,7 @@ pub struct SliceJob {
 impl SliceJob {
     /// `patient/nodule/file-stem`.
     pub fn slice_id(&self) -> String {
-        let stem = Path::new(&self.slice_name)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| self.slice_name.clone());
-        format!("{}/{}/{}", self.patient_id, self.nodule_id, stem)
+        SliceId::of_file(&self.patient_id, &self.nodule_id, &self.slice_name).to_string()
     }
 
     /// Where this slice sits in the tree.

@@ -1,7 +1,7 @@
 //! The per-epoch metrics table, `epochs.parquet`, rewritten atomically after every epoch.
 
 use crate::error::{Error, Result};
-use crate::schema;
+use crate::schema::Table;
 use crate::table::{column, read_table, write_table};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray,
@@ -93,13 +93,13 @@ pub fn write_epochs(path: &Path, rows: &[EpochMetrics]) -> Result<u64> {
             rows.iter().map(|r| r.best_epoch),
         )),
     ];
-    write_table(path, schema::spec("epochs"), columns)
+    write_table(path, Table::Epochs.spec(), columns)
 }
 
 /// Reads `epochs.parquet` back (for `--resume` and reports).
 pub fn read_epochs(path: &Path) -> Result<Vec<EpochMetrics>> {
     let mut rows = Vec::new();
-    for b in read_table(path, &schema::spec("epochs"))? {
+    for b in read_table(path, &Table::Epochs.spec())? {
         let s = |name| column::<StringArray>(&b, name, path);
         let f = |name| column::<Float64Array>(&b, name, path);
         let i = |name| column::<Int64Array>(&b, name, path);

@@ -2,8 +2,9 @@
 //! contracts.
 
 use crate::error::Result;
+use crate::schema::Table;
+use crate::slice_id::SliceId;
 use crate::metrics::sweep::SweepRow;
-use crate::schema::spec;
 use crate::table::{column, read_table, write_table};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use std::path::Path;
@@ -40,11 +41,7 @@ pub struct PerSliceRow {
 
 /// The nodule folder of a slice id `patient/nodule/stem` (empty when it has no such part).
 pub fn nodule_of(slice_id: &str) -> &str {
-    let mut parts = slice_id.splitn(3, '/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(_), Some(nodule), Some(_)) => nodule,
-        _ => "",
-    }
+    SliceId::parse(slice_id).map_or("", |id| id.nodule)
 }
 
 fn strings(rows: &[PerSliceRow], f: impl Fn(&PerSliceRow) -> &str) -> ArrayRef {
@@ -75,7 +72,7 @@ pub fn write_per_slice(path: &Path, rows: &[PerSliceRow]) -> Result<u64> {
         ints(rows, |r| r.lesions_detected),
         ints(rows, |r| r.fp_components),
     ];
-    write_table(path, spec("per_slice"), columns)
+    write_table(path, Table::PerSlice.spec(), columns)
 }
 
 /// Writes `thresholds.parquet` atomically.
@@ -88,13 +85,13 @@ pub fn write_thresholds(path: &Path, rows: &[SweepRow]) -> Result<u64> {
         floats(rows, |r| r.lesion_recall),
         floats(rows, |r| r.fp_components_per_slice),
     ];
-    write_table(path, spec("thresholds"), columns)
+    write_table(path, Table::Thresholds.spec(), columns)
 }
 
 /// Reads `per_slice.parquet` back, checking its contract.
 pub fn read_per_slice(path: &Path) -> Result<Vec<PerSliceRow>> {
     let mut out = Vec::new();
-    for b in read_table(path, &spec("per_slice"))? {
+    for b in read_table(path, &Table::PerSlice.spec())? {
         let s = |n| column::<StringArray>(&b, n, path);
         let i = |n| column::<Int64Array>(&b, n, path);
         let f = |n| column::<Float64Array>(&b, n, path);
@@ -125,7 +122,7 @@ pub fn read_per_slice(path: &Path) -> Result<Vec<PerSliceRow>> {
 /// Reads `thresholds.parquet` back, checking its contract.
 pub fn read_thresholds(path: &Path) -> Result<Vec<SweepRow>> {
     let mut out = Vec::new();
-    for b in read_table(path, &spec("thresholds"))? {
+    for b in read_table(path, &Table::Thresholds.spec())? {
         let f = |n| column::<Float64Array>(&b, n, path);
         let (t, r, p, d) = (f("threshold")?, f("recall")?, f("precision")?, f("dice")?);
         let (lr, fpc) = (f("lesion_recall")?, f("fp_components_per_slice")?);

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use arrow_array::{Array, BinaryArray, Int32Array, Int64Array, StringArray};
-use lungseg::schema;
+pub use lungseg::schema::Table;
 use lungseg::table::{column, read_table};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -126,7 +126,7 @@ pub fn read_shards(data: &Path) -> Vec<ShardRow> {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    let spec = schema::spec("slices");
+    let spec = Table::Slices.spec();
     let mut rows = Vec::new();
     for f in files {
         for b in read_table(&f, &spec).unwrap() {
@@ -164,7 +164,7 @@ pub fn read_shards(data: &Path) -> Vec<ShardRow> {
 pub fn read_rejects(data: &Path) -> Vec<(String, String, Option<String>)> {
     let p = data.join("rejects.parquet");
     let mut out = Vec::new();
-    for b in read_table(&p, &schema::spec("rejects")).unwrap() {
+    for b in read_table(&p, &Table::Rejects.spec()).unwrap() {
         let path = column::<StringArray>(&b, "path", &p).unwrap();
         let reason = column::<StringArray>(&b, "reason", &p).unwrap();
         let patient = column::<StringArray>(&b, "patient_id", &p).unwrap();
@@ -181,9 +181,9 @@ pub fn read_rejects(data: &Path) -> Vec<(String, String, Option<String>)> {
 }
 
 /// The string column `name` of a small table.
-pub fn strings(path: &Path, table: &str, name: &str) -> Vec<String> {
+pub fn strings(path: &Path, table: Table, name: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for b in read_table(path, &schema::spec(table)).unwrap() {
+    for b in read_table(path, &table.spec()).unwrap() {
         let c = column::<StringArray>(&b, name, path).unwrap();
         out.extend((0..b.num_rows()).map(|r| c.value(r).to_string()));
     }

@@ -70,7 +70,7 @@ fn eval_writes_contracted_outputs_that_add_up() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
     let rows = read_per_slice(&dir.join("per_slice.parquet")).unwrap();
-    let val_ids = strings(&data.join("val.parquet"), "slice_index", "slice_id");
+    let val_ids = strings(&data.join("val.parquet"), Table::SliceIndex, "slice_id");
     assert_eq!(
         rows.iter().map(|r| r.slice_id.clone()).collect::<Vec<_>>(),
         val_ids,

@@ -111,7 +111,7 @@ fn shards_are_bit_exact_against_an_independent_reading() {
     );
     let ids: Vec<String> = rows.iter().map(|r| r.slice_id.clone()).collect();
     assert_eq!(
-        strings(&data.join("manifest.parquet"), "manifest", "slice_id"),
+        strings(&data.join("manifest.parquet"), Table::Manifest, "slice_id"),
         ids
     );
 }

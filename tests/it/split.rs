@@ -13,9 +13,9 @@ fn split(data: &Path, extra: &[&str]) -> Run {
 
 fn assignment(data: &Path) -> BTreeMap<String, String> {
     let p = data.join("split.parquet");
-    strings(&p, "split", "patient_id")
+    strings(&p, Table::Split, "patient_id")
         .into_iter()
-        .zip(strings(&p, "split", "split"))
+        .zip(strings(&p, Table::Split, "split"))
         .collect()
 }
 
@@ -28,18 +28,18 @@ fn split_is_patient_level_deterministic_and_near_target() {
     prepare(&tree, &data, &[]);
     let run = split(&data, &[]).ok();
     assert!(run.stdout.contains("val ratio"), "{}", run.stdout);
-    let train: HashSet<String> = strings(&data.join("train.parquet"), "slice_index", "patient_id")
+    let train: HashSet<String> = strings(&data.join("train.parquet"), Table::SliceIndex, "patient_id")
         .into_iter()
         .collect();
-    let val: HashSet<String> = strings(&data.join("val.parquet"), "slice_index", "patient_id")
+    let val: HashSet<String> = strings(&data.join("val.parquet"), Table::SliceIndex, "patient_id")
         .into_iter()
         .collect();
     assert!(train.is_disjoint(&val), "a patient is in both splits");
     assert_eq!(train.len() + val.len(), 100);
     let ratio = val.len() as f64 / 100.0;
     assert!((ratio - 0.2).abs() <= 0.08, "patient ratio {ratio}");
-    let slices = strings(&data.join("manifest.parquet"), "manifest", "slice_id").len();
-    let val_slices = strings(&data.join("val.parquet"), "slice_index", "slice_id").len();
+    let slices = strings(&data.join("manifest.parquet"), Table::Manifest, "slice_id").len();
+    let val_slices = strings(&data.join("val.parquet"), Table::SliceIndex, "slice_id").len();
     let slice_ratio = val_slices as f64 / slices as f64;
     assert!(
         (slice_ratio - 0.2).abs() <= 0.08,
@@ -91,7 +91,7 @@ fn folds_cover_every_patient_once() {
     prepare(&sb.path("t"), &sb.path("d"), &[]);
     split(&sb.path("d"), &["--folds", "4"]).ok();
     let p = sb.path("d/split.parquet");
-    let batches = lungseg::table::read_table(&p, &lungseg::schema::spec("split")).unwrap();
+    let batches = lungseg::table::read_table(&p, &lungseg::schema::Table::Split.spec()).unwrap();
     let mut seen = HashSet::new();
     let mut per_fold = [0; 4];
     for b in &batches {
@@ -129,7 +129,7 @@ fn bad_data_dirs_and_degenerate_manifests_are_clear_errors() {
     let one = split(&sb.path("d1"), &[]).expect_code(2);
     assert!(one.stderr.contains("single patient"), "{}", one.stderr);
     split(&sb.path("d1"), &["--val-ratio", "0"]).ok();
-    assert!(strings(&sb.path("d1/val.parquet"), "slice_index", "slice_id").is_empty());
+    assert!(strings(&sb.path("d1/val.parquet"), Table::SliceIndex, "slice_id").is_empty());
 
     // zero patients
     std::fs::create_dir_all(sb.path("empty")).unwrap();

@@ -190,7 +190,7 @@ fn outputs_follow_their_contracts_and_reruns_skip() {
         let total = r.tp + r.fp + r.fn_ + r.tn;
         let val_pixels: i64 = 128
             * 128
-            * (strings(&data.join("val.parquet"), "slice_index", "slice_id").len() as i64);
+            * (strings(&data.join("val.parquet"), Table::SliceIndex, "slice_id").len() as i64);
         assert_eq!(total, val_pixels, "pooled over every validation pixel");
     }
     let cfg: serde_json::Value =
@@ -287,7 +287,7 @@ fn folds_select_validation_patients() {
     .ok();
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
-    let total = strings(&data.join("manifest.parquet"), "manifest", "slice_id").len();
+    let total = strings(&data.join("manifest.parquet"), Table::Manifest, "slice_id").len();
     let (t, v) = (
         cfg["train_slices"].as_u64().unwrap(),
         cfg["val_slices"].as_u64().unwrap(),

@@ -2,11 +2,11 @@
 //! training needs and checking each row against the index that pointed at it.
 
 use crate::data::fusion::RaterFusion;
+use crate::schema::Table;
 use crate::data::index::IndexEntry;
 use crate::data::SliceSample;
 use crate::error::{Error, IoContext, Result};
 use crate::layout::DataDir;
-use crate::schema;
 use crate::table::column;
 use arrow_array::{Array, BinaryArray, Int32Array, RecordBatch, StringArray};
 use parquet::arrow::arrow_reader::{
@@ -178,7 +178,7 @@ fn load_meta(path: &Path) -> Result<ShardMeta> {
             table: "slices".into(),
             detail: format!("not a readable Parquet file ({e})"),
         })?;
-    schema::spec("slices").check(path, meta.schema())?;
+    Table::Slices.spec().check(path, meta.schema())?;
     let mut starts = vec![0i64];
     for g in meta.metadata().row_groups() {
         let last = starts.last().copied().unwrap_or(0);

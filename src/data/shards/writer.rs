@@ -2,9 +2,9 @@
 //! stream one row group at a time.
 
 use crate::data::shards::SliceRecord;
+use crate::schema::Table;
 use crate::error::Result;
 use crate::layout::DataDir;
-use crate::schema;
 use crate::table::{TableWriter, WriteOptions};
 use arrow_array::builder::make_view;
 use arrow_array::{ArrayRef, BinaryViewArray, Int32Array, Int64Array, StringArray};
@@ -92,7 +92,7 @@ impl ShardWriter {
             };
             let w = TableWriter::create_with(
                 &path,
-                schema::spec("slices"),
+                Table::Slices.spec(),
                 &WriteOptions {
                     row_group_rows: self.row_group_rows,
                     zstd_level: SHARD_ZSTD_LEVEL,
@@ -282,7 +282,7 @@ mod tests {
         }
         assert_eq!(writer.finish().unwrap().0, 1);
         let path = data.shard_path(&DataDir::shard_name(0));
-        let batches = read_table(&path, &schema::spec("slices")).unwrap();
+        let batches = read_table(&path, &Table::Slices.spec()).unwrap();
         let mut row = 0;
         for batch in &batches {
             let image = column::<BinaryArray>(batch, "image", &path).unwrap();
