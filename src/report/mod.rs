@@ -6,7 +6,9 @@ pub mod runs;
 
 use crate::atomic::write_atomic;
 use crate::error::{IoContext, Result};
+use crate::json::read_json;
 use crate::layout::RunDir;
+use crate::run::eval_summary::EvalSummary;
 use crate::metrics::sweep::SweepRow;
 use runs::RunSummary;
 use serde::{Deserialize, Serialize};
@@ -68,10 +70,10 @@ fn fmt3(v: f64) -> String {
     }
 }
 
-/// Flat numeric and text fields of `eval/summary.json`, in file order.
+/// Flat numeric and text fields of `eval/summary.json`, by name.
 fn eval_fields(dir: &Path) -> Option<Vec<(String, String)>> {
-    let path = RunDir::new(dir).eval_dir().join("summary.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let summary: EvalSummary = read_json(&RunDir::new(dir).eval_summary()).ok()??;
+    let v = serde_json::to_value(summary).ok()?;
     let obj = v.as_object()?;
     Some(
         obj.iter()

@@ -3,6 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::layout::RunDir;
+use crate::run::eval_tables::read_thresholds;
+use crate::run::record::read_run_record;
+use crate::run::status::RunStatus;
 use crate::metrics::sweep::SweepRow;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
@@ -94,12 +97,6 @@ pub fn find_runs(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn json_field(path: &Path, pointer: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let f = v.pointer(pointer)?;
-    Some(f.as_str().map_or_else(|| f.to_string(), str::to_string))
-}
-
 /// Summarises one run: best epoch (from the last row's `best_epoch`) and its scores, epochs run
 /// and total minutes.
 pub fn summarise(dir: &Path) -> Result<RunSummary> {
@@ -162,9 +159,8 @@ pub fn summarise(dir: &Path) -> Result<RunSummary> {
             f64::NAN
         },
         epochs: first(&totals, "epochs")? as usize,
-        stop_reason: json_field(&run.train_state(), "/stop_reason")
-            .unwrap_or_else(|| "running".into()),
-        device: json_field(&run.config(), "/device").unwrap_or_else(|| "?".into()),
+        stop_reason: stop_reason(&run),
+        device: read_run_record(&run).map_or_else(|_| "?".into(), |r| r.device),
         minutes: first(&totals, "seconds")? / 60.0,
     })
 }
@@ -192,35 +188,28 @@ pub fn curves(dir: &Path) -> Result<Curves> {
     })
 }
 
-/// The threshold sweep of a run's evaluation, if it has one.
+/// Why the run stopped, by its `train_state.json` ("running" while it has not).
+fn stop_reason(run: &RunDir) -> String {
+    match RunStatus::read(run) {
+        Ok(Some(RunStatus {
+            stop_reason: Some(reason),
+            ..
+        })) => reason.name().to_string(),
+        Ok(_) => "running".into(),
+        Err(e) => {
+            tracing::warn!("{e}");
+            "unreadable".into()
+        }
+    }
+}
+
+/// The threshold sweep of a run's evaluation, if it has one, read with `eval`'s own reader.
 pub fn sweep(dir: &Path) -> Result<Option<Vec<SweepRow>>> {
-    let path = RunDir::new(dir).eval_dir().join("thresholds.parquet");
+    let path = RunDir::new(dir).eval_thresholds();
     if !path.is_file() {
         return Ok(None);
     }
-    let df = scan(&path)?
-        .sort(["threshold"], SortMultipleOptions::default())
-        .collect()
-        .map_err(polars_err(&path))?;
-    let c = |n| f64_column(&df, n, &path);
-    let (t, r, p, d, l, f) = (
-        c("threshold")?,
-        c("recall")?,
-        c("precision")?,
-        c("dice")?,
-        c("lesion_recall")?,
-        c("fp_components_per_slice")?,
-    );
-    Ok(Some(
-        (0..t.len())
-            .map(|i| SweepRow {
-                threshold: t[i],
-                recall: r[i],
-                precision: p[i],
-                dice: d[i],
-                lesion_recall: l[i],
-                fp_components_per_slice: f[i],
-            })
-            .collect(),
-    ))
+    let mut rows = read_thresholds(&path)?;
+    rows.sort_by(|a, b| a.threshold.total_cmp(&b.threshold));
+    Ok(Some(rows))
 }

@@ -7,3 +7,4 @@ pub mod eval_summary;
 pub mod eval_tables;
 pub mod record;
 pub mod settings;
+pub mod status;

@@ -8,12 +8,11 @@
 //! greater than the best so far, or equal to it with a strictly higher pooled Dice. The first
 //! admissible epoch always improves.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::confusion::EpochScores;
 use crate::metrics::monitor::MonitorSpec;
+use crate::run::status::StopReason;
 
 /// Tracks the best epoch so far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -90,28 +89,6 @@ impl NoImprovementSince {
     /// Whether patience is exhausted.
     pub fn should_stop(&self) -> bool {
         self.epochs_without_improvement >= self.patience.max(1)
-    }
-}
-
-/// Why training ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StopReason {
-    /// `patience` epochs in a row without improvement.
-    Patience,
-    /// The epoch budget was used up.
-    MaxEpochs,
-    /// The user interrupted (Ctrl-C).
-    Interrupted,
-}
-
-impl fmt::Display for StopReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Patience => "no improvement within patience",
-            Self::MaxEpochs => "reached the maximum number of epochs",
-            Self::Interrupted => "interrupted",
-        })
     }
 }
 

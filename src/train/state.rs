@@ -7,7 +7,8 @@ use crate::json::write_json_atomic;
 use crate::layout::{temporary_name, RunDir};
 use crate::model::optim::Adam;
 use crate::run::checkpoint::save_weights;
-use crate::train::early_stop::{EarlyStopping, StopReason};
+use crate::run::status::StopReason;
+use crate::train::early_stop::EarlyStopping;
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
@@ -52,4 +53,33 @@ pub fn load_optimizer(run: &RunDir, opt: &mut Adam, device: &candle_core::Device
         .map_err(|e| Error::input(&path, format!("unreadable optimizer state: {e}")))?;
     opt.load_state(&tensors)
         .map_err(|e| Error::input(&path, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::monitor::MonitorSpec;
+    use crate::run::status::RunStatus;
+
+    #[test]
+    fn other_stages_read_the_status_out_of_the_saved_state() {
+        let state = TrainState {
+            next_epoch: 4,
+            steps_done: 0,
+            partial_loss_sum: 0.0,
+            partial_patches: 0,
+            stopping: EarlyStopping::new(MonitorSpec::default(), 5, 3),
+            finished: true,
+            stop_reason: Some(StopReason::MaxEpochs),
+        };
+        let json = serde_json::to_vec(&state).unwrap_or_default();
+        let status: RunStatus = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            status,
+            RunStatus {
+                finished: true,
+                stop_reason: Some(StopReason::MaxEpochs)
+            }
+        );
+    }
 }
