@@ -83,7 +83,7 @@ fn run(cli: &Cli) -> Result<(), lungseg::Error> {
             println!("{}", report.summary());
         }
         Command::Predict(args) => {
-            let report = lungseg::predict::run(&args.resolve())?;
+            let report = lungseg::predict::run(&args.resolve()?)?;
             println!("{}", report.summary());
             if !report.failed.is_empty() {
                 return Err(lungseg::Error::Partial(format!(

@@ -1,10 +1,10 @@
 //! The manifest: every kept slice's metadata and shard position, without pixels.
 
 use crate::data::index::IndexEntry;
-use crate::schema::Table;
 use crate::data::shards::writer::ShardPosition;
 use crate::data::shards::SliceRecord;
 use crate::error::Result;
+use crate::schema::Table;
 use crate::table::{column, read_table, write_table};
 use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};
 use std::path::Path;

@@ -2,9 +2,9 @@
 //! pass reads, for the split's own sides or for one cross-validation fold.
 
 use crate::data::index::{IndexEntry, SliceIndex};
-use crate::schema::Table;
 use crate::error::{Error, Result};
 use crate::layout::DataDir;
+use crate::schema::Table;
 use crate::table::{column, read_table, write_table};
 use arrow_array::{Array, ArrayRef, Int32Array, Int64Array, StringArray};
 use serde::{Deserialize, Serialize};

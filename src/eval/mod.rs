@@ -22,6 +22,7 @@ use crate::layout::{temporary_name, DataDir, RunDir};
 use crate::run::checkpoint::CheckpointChoice;
 pub use crate::run::eval_summary::{EvalSplit, EvalSummary};
 use crate::run::record::read_run_record;
+use crate::run::settings::check_threshold;
 use pass::{Pass, ScoredSlice};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -56,11 +57,7 @@ impl EvalConfig {
     /// Checks value ranges before any work starts.
     pub fn validate(&self) -> Result<()> {
         if let Some(t) = self.threshold {
-            if !(0.0..1.0).contains(&t) {
-                return Err(Error::Usage(format!(
-                    "--threshold must be in [0, 1), got {t}"
-                )));
-            }
+            check_threshold(t)?;
         }
         if !(self.target_recall > 0.0 && self.target_recall <= 1.0) {
             return Err(Error::Usage(format!(

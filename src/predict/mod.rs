@@ -18,6 +18,7 @@ use crate::pixels::decode::{decode_png, DecodeFailure};
 use crate::pixels::intensity::IntensityRules;
 use crate::run::checkpoint::CheckpointChoice;
 use crate::run::record::read_run_record;
+use crate::run::settings::check_threshold;
 use image::{DynamicImage, GrayImage, ImageBuffer, Luma};
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,16 @@ pub struct PredictConfig {
     pub checkpoint: CheckpointChoice,
     /// Inference device.
     pub device: DeviceSpec,
+}
+
+impl PredictConfig {
+    /// Checks value ranges before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        match self.threshold {
+            Some(t) => check_threshold(t),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The outcome of `predict`.
@@ -82,13 +93,7 @@ pub fn output_names(stem: &str) -> [String; 3] {
 /// Runs the command. A missing run, an unusable checkpoint or a missing input is an error;
 /// per-file failures are collected in the report.
 pub fn run(cfg: &PredictConfig) -> Result<PredictReport> {
-    if let Some(t) = cfg.threshold {
-        if !(0.0..1.0).contains(&t) {
-            return Err(Error::Usage(format!(
-                "--threshold must be in [0, 1), got {t}"
-            )));
-        }
-    }
+    cfg.validate()?;
     let run_dir = RunDir::new(&cfg.run);
     let model = LoadedModel::load(&run_dir, cfg.checkpoint, cfg.device)?;
     let threshold = cfg.threshold.unwrap_or(model.threshold());

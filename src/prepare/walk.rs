@@ -3,8 +3,8 @@
 
 use crate::data::fusion::RATERS;
 use crate::natural::{natural_cmp, trailing_number};
-use crate::slice_id::SliceId;
 use crate::prepare::reject::{Reject, RejectReason, TreePlace};
+use crate::slice_id::SliceId;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

@@ -3,10 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::layout::RunDir;
+use crate::metrics::sweep::SweepRow;
 use crate::run::eval_tables::read_thresholds;
 use crate::run::record::read_run_record;
 use crate::run::status::RunStatus;
-use crate::metrics::sweep::SweepRow;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
 

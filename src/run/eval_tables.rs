@@ -2,9 +2,9 @@
 //! contracts.
 
 use crate::error::Result;
+use crate::metrics::sweep::SweepRow;
 use crate::schema::Table;
 use crate::slice_id::SliceId;
-use crate::metrics::sweep::SweepRow;
 use crate::table::{column, read_table, write_table};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use std::path::Path;

@@ -78,12 +78,7 @@ impl TrainSettings {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("--lr must be positive, got {}", self.lr));
         }
-        if !(0.0..1.0).contains(&self.threshold) {
-            return bad(format!(
-                "--threshold must be in [0, 1), got {}",
-                self.threshold
-            ));
-        }
+        check_threshold(self.threshold)?;
         if !(0.0..=1.0).contains(&self.fg_crop) || !(0.0..=1.0).contains(&self.min_precision) {
             return bad("--fg-crop and --min-precision must be in [0, 1]".into());
         }
@@ -135,6 +130,17 @@ impl TrainSettings {
     }
 }
 
+/// Checks a probability threshold: `p > t` is positive, so `t` must lie in [0, 1).
+pub fn check_threshold(t: f64) -> Result<()> {
+    if (0.0..1.0).contains(&t) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "--threshold must be in [0, 1), got {t}"
+        )))
+    }
+}
+
 /// A resolved `train` invocation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -154,4 +160,18 @@ pub struct TrainConfig {
     pub quiet: bool,
     /// Settings.
     pub settings: TrainSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_outside_the_unit_interval_are_usage_errors() {
+        assert!(check_threshold(0.0).is_ok());
+        assert!(check_threshold(0.35).is_ok());
+        for bad in [1.0, -0.1, f64::NAN] {
+            assert_eq!(check_threshold(bad).unwrap_err().exit_code(), 2);
+        }
+    }
 }

@@ -28,9 +28,10 @@ fn split_is_patient_level_deterministic_and_near_target() {
     prepare(&tree, &data, &[]);
     let run = split(&data, &[]).ok();
     assert!(run.stdout.contains("val ratio"), "{}", run.stdout);
-    let train: HashSet<String> = strings(&data.join("train.parquet"), Table::SliceIndex, "patient_id")
-        .into_iter()
-        .collect();
+    let train: HashSet<String> =
+        strings(&data.join("train.parquet"), Table::SliceIndex, "patient_id")
+            .into_iter()
+            .collect();
     let val: HashSet<String> = strings(&data.join("val.parquet"), Table::SliceIndex, "patient_id")
         .into_iter()
         .collect();

@@ -2,11 +2,11 @@
 //! training needs and checking each row against the index that pointed at it.
 
 use crate::data::fusion::RaterFusion;
-use crate::schema::Table;
 use crate::data::index::IndexEntry;
 use crate::data::SliceSample;
 use crate::error::{Error, IoContext, Result};
 use crate::layout::DataDir;
+use crate::schema::Table;
 use crate::table::column;
 use arrow_array::{Array, BinaryArray, Int32Array, RecordBatch, StringArray};
 use parquet::arrow::arrow_reader::{

@@ -2,9 +2,9 @@
 //! stream one row group at a time.
 
 use crate::data::shards::SliceRecord;
-use crate::schema::Table;
 use crate::error::Result;
 use crate::layout::DataDir;
+use crate::schema::Table;
 use crate::table::{TableWriter, WriteOptions};
 use arrow_array::builder::make_view;
 use arrow_array::{ArrayRef, BinaryViewArray, Int32Array, Int64Array, StringArray};
