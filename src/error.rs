@@ -60,9 +60,6 @@ pub enum Error {
         #[source]
         source: candle_core::Error,
     },
-    /// Writing the synthetic tree failed.
-    #[error(transparent)]
-    Synth(#[from] crate::synth::SynthError),
     /// The run was interrupted (Ctrl-C) after saving what it could.
     #[error("interrupted")]
     Interrupted,
@@ -117,7 +114,6 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Input { .. } | Error::Schema { .. } | Error::Toml { .. } => 2,
-            Error::Synth(crate::synth::SynthError::NotSynthTree { .. }) => 2,
             Error::Interrupted => 130,
             _ => 1,
         }

@@ -36,7 +36,7 @@ fn install_interrupt_handler() {
     }
 }
 
-fn run(cli: &Cli) -> Result<(), lungseg::Error> {
+fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Synth(args) => {
             let report = lungseg::synth::run(&lungseg::synth::SynthConfig {
@@ -90,7 +90,8 @@ fn run(cli: &Cli) -> Result<(), lungseg::Error> {
                     "predict: {} of {} files failed",
                     report.failed.len(),
                     report.failed.len() + report.written.len()
-                )));
+                ))
+                .into());
             }
         }
     }
@@ -123,9 +124,14 @@ fn main() -> ExitCode {
     match run(&cli).context("lungseg") {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = err
-                .downcast_ref::<lungseg::Error>()
-                .map_or(1, lungseg::Error::exit_code);
+            let code = match (
+                err.downcast_ref::<lungseg::Error>(),
+                err.downcast_ref::<lungseg::synth::SynthError>(),
+            ) {
+                (Some(e), _) => e.exit_code(),
+                (None, Some(e)) => e.exit_code(),
+                (None, None) => 1,
+            };
             eprintln!("error: {err:#}");
             ExitCode::from(code.clamp(1, 255) as u8)
         }

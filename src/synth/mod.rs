@@ -128,6 +128,16 @@ pub enum SynthError {
     NotSynthTree { path: PathBuf, reason: String },
 }
 
+impl SynthError {
+    /// The process exit code: 2 when `out` is unusable, 1 when writing failed.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SynthError::NotSynthTree { .. } => 2,
+            SynthError::Io { .. } | SynthError::Png { .. } => 1,
+        }
+    }
+}
+
 /// The folder name of patient number `index` (from 1).
 pub fn patient_id(index: usize) -> String {
     format!("LIDC-IDRI-{index:04}")
