@@ -70,9 +70,17 @@ pub fn to_nchw(
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let x = Tensor::from_slice(images, (b, 1, h, w), device)?;
+    Ok((x, mask_nchw(masks, (b, h, w), device)?))
+}
+
+/// A (B, 1, H, W) f32 tensor of 0.0/1.0 from stacked 0/1 mask planes.
+pub fn mask_nchw(
+    masks: &[u8],
+    (b, h, w): (usize, usize, usize),
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let y: Vec<f32> = masks.iter().map(|&m| f32::from(m.min(1))).collect();
-    let y = Tensor::from_vec(y, (b, 1, h, w), device)?;
-    Ok((x, y))
+    Tensor::from_vec(y, (b, 1, h, w), device)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ pub mod selection;
 
 use crate::atomic::remove_if_exists;
 use crate::data::batcher::Batcher;
-use crate::data::{Order, ShardStream, StreamOptions};
+use crate::data::{Order, ShardStream, SliceIndex, StreamOptions};
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, IoContext, Result};
 use crate::fingerprint::fingerprint;
@@ -19,13 +19,17 @@ use crate::infer::model::LoadedModel;
 use crate::json::read_json;
 use crate::json::write_json_atomic;
 use crate::layout::{temporary_name, DataDir, RunDir};
+use crate::metrics::confusion::ratio_or_one;
+use crate::metrics::sweep::threshold_for_recall;
 use crate::run::checkpoint::CheckpointChoice;
+use crate::run::eval_summary::EMPTY_TRUTH_RULE;
 pub use crate::run::eval_summary::{EvalSplit, EvalSummary};
+use crate::run::eval_tables::{write_per_slice, write_thresholds};
 use crate::run::record::read_run_record;
 use crate::run::settings::check_threshold;
 use pass::{Pass, ScoredSlice};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The resolved, validated `eval` config.
@@ -104,37 +108,15 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
     let record = read_run_record(&run_dir)?;
     let threshold = cfg.threshold.unwrap_or(record.config.settings.threshold);
     let eval_dir = run_dir.eval_dir();
-    if let Some(done) = complete(&run_dir)? {
-        if !cfg.overwrite {
-            let same = done.split == cfg.split
-                && done.checkpoint == cfg.checkpoint
-                && done.threshold == threshold
-                && done.target_recall == cfg.target_recall
-                && done.overlays_per_kind == cfg.overlays;
-            if !same {
-                return Err(Error::Usage(format!(
-                    "{}: evaluated with other settings; pass --overwrite to redo",
-                    run_dir.eval_summary().display()
-                )));
-            }
-            return Ok(EvalReport {
-                skipped: true,
-                summary: done,
-                dir: eval_dir,
-            });
-        }
+    if let Some(done) = reusable(cfg, &run_dir, threshold)? {
+        return Ok(EvalReport {
+            skipped: true,
+            summary: done,
+            dir: eval_dir,
+        });
     }
     let data = DataDir::new(&cfg.data);
-    crate::data::prepare_record::require(&data)?;
-    let (train_index, val_index) =
-        crate::data::split_table::train_val_indexes(&data, record.config.fold)?;
-    let (index, index_path) = match cfg.split {
-        EvalSplit::Val => (val_index, data.val_index()),
-        EvalSplit::Train => (train_index, data.train_index()),
-    };
-    if index.is_empty() {
-        return Err(Error::input(index_path, "the split has no slices"));
-    }
+    let index = index_to_evaluate(&data, cfg.split, record.config.fold)?;
     let model = LoadedModel::load(&run_dir, cfg.checkpoint, cfg.device)?;
     if fingerprint(&data.manifest())? != record.data_fingerprint {
         tracing::warn!(
@@ -142,55 +124,111 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
             data.manifest().display()
         );
     }
-    let settings = &record.config.settings;
     let tmp = temporary_name(&eval_dir);
     remove_if_exists(&tmp)?;
     let overlays_dir = tmp.join(RunDir::EVAL_OVERLAYS);
     std::fs::create_dir_all(&overlays_dir).at(&overlays_dir)?;
     let sample = selection::seeded_sample(index.len(), cfg.overlays, record.seed);
     let mut pass = Pass::new(threshold, overlays_dir, cfg.overlays, sample);
+    score_every_slice(cfg, &data, &index, &model, &mut pass)?;
+    let summary = write_outputs(cfg, &tmp, &model, pass, threshold, started)?;
+    remove_if_exists(&eval_dir)?;
+    std::fs::rename(&tmp, &eval_dir).at(&eval_dir)?;
+    Ok(EvalReport {
+        skipped: false,
+        summary,
+        dir: eval_dir,
+    })
+}
+
+/// A complete evaluation with the same settings, to report instead of redoing it; an error when
+/// one exists with other settings (unless `--overwrite`).
+fn reusable(cfg: &EvalConfig, run_dir: &RunDir, threshold: f64) -> Result<Option<EvalSummary>> {
+    let Some(done) = complete(run_dir)? else {
+        return Ok(None);
+    };
+    if cfg.overwrite {
+        return Ok(None);
+    }
+    let same = done.split == cfg.split
+        && done.checkpoint == cfg.checkpoint
+        && done.threshold == threshold
+        && done.target_recall == cfg.target_recall
+        && done.overlays_per_kind == cfg.overlays;
+    if !same {
+        return Err(Error::Usage(format!(
+            "{}: evaluated with other settings; pass --overwrite to redo",
+            run_dir.eval_summary().display()
+        )));
+    }
+    Ok(Some(done))
+}
+
+/// The slices of `split` (the run's fold when it was trained on one); an error when empty.
+fn index_to_evaluate(data: &DataDir, split: EvalSplit, fold: Option<u32>) -> Result<SliceIndex> {
+    crate::data::prepare_record::require(data)?;
+    let (train_index, val_index) = crate::data::split_table::train_val_indexes(data, fold)?;
+    let (index, index_path) = match split {
+        EvalSplit::Val => (val_index, data.val_index()),
+        EvalSplit::Train => (train_index, data.train_index()),
+    };
+    if index.is_empty() {
+        return Err(Error::input(index_path, "the split has no slices"));
+    }
+    Ok(index)
+}
+
+/// Streams the slices of `index` through the model and scores each one in `pass`.
+fn score_every_slice(
+    cfg: &EvalConfig,
+    data: &DataDir,
+    index: &SliceIndex,
+    model: &LoadedModel,
+    pass: &mut Pass,
+) -> Result<()> {
+    let settings = &model.record.config.settings;
     tracing::info!(
-        "evaluating {} {} slices with {} on {} at threshold {threshold}",
+        "evaluating {} {} slices with {} on {} at threshold {}",
         index.len(),
         cfg.split,
         model.checkpoint.display(),
-        device::describe(&model.device)
+        device::describe(&model.device),
+        pass.threshold()
     );
-    let stream = ShardStream::open(
-        &data,
-        &index,
-        &StreamOptions {
-            fusion: settings.fusion,
-            capacity: settings.queue_capacity,
-            order: Order::Index,
-        },
-    )?;
+    let options = StreamOptions {
+        fusion: settings.fusion,
+        capacity: settings.queue_capacity,
+        order: Order::Index,
+    };
+    let stream = ShardStream::open(data, index, &options)?;
     let bar = crate::progress::bar(index.len() as u64, "eval", cfg.quiet);
     let mut position = 0usize;
     for batch in Batcher::new(stream).batch_size(settings.val_batch_size) {
         let predictions = model.predict(batch?)?;
         for slice in predictions.slices() {
-            pass.add(
-                position,
-                &ScoredSlice {
-                    slice_id: slice.slice_id,
-                    patient_id: slice.patient_id,
-                    height: slice.height,
-                    width: slice.width,
-                    image: &slice.image,
-                    mask: &slice.mask,
-                    probs: &slice.probs,
-                },
-            )?;
+            pass.add(position, &ScoredSlice::from(&slice))?;
             position += 1;
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// Writes the overlays, `per_slice.parquet`, `thresholds.parquet` and, last, `summary.json`
+/// into the temporary directory `tmp`.
+fn write_outputs(
+    cfg: &EvalConfig,
+    tmp: &Path,
+    model: &LoadedModel,
+    mut pass: Pass,
+    threshold: f64,
+    started: Instant,
+) -> Result<EvalSummary> {
     let overlays = pass.finish_overlays()?;
     let sweep_rows = pass.sweep.rows();
-    crate::run::eval_tables::write_per_slice(&tmp.join(RunDir::EVAL_PER_SLICE), &pass.rows)?;
-    crate::run::eval_tables::write_thresholds(&tmp.join(RunDir::EVAL_THRESHOLDS), &sweep_rows)?;
+    write_per_slice(&tmp.join(RunDir::EVAL_PER_SLICE), &pass.rows)?;
+    write_thresholds(&tmp.join(RunDir::EVAL_THRESHOLDS), &sweep_rows)?;
     let (nodules, nodules_detected, nodule_recall) = pass.nodule_recall();
     let c = pass.counts;
     let l = pass.lesions;
@@ -203,7 +241,7 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
         checkpoint: cfg.checkpoint,
         checkpoint_file: model.checkpoint.clone(),
         threshold,
-        fusion: settings.fusion.to_string(),
+        fusion: model.record.config.settings.fusion.to_string(),
         device: device::describe(&model.device),
         slices,
         slices_with_truth: pass.slices_with_truth(),
@@ -215,32 +253,23 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
         precision: c.precision(),
         dice: c.dice(),
         mean_slice_dice: pass.mean_slice_dice(),
-        mean_slice_dice_rule: crate::run::eval_summary::EMPTY_TRUTH_RULE.to_string(),
+        mean_slice_dice_rule: EMPTY_TRUTH_RULE.to_string(),
         lesions: l.lesions,
         lesions_detected: l.detected,
-        lesion_recall: crate::metrics::confusion::ratio_or_one(l.detected, l.lesions),
+        lesion_recall: ratio_or_one(l.detected, l.lesions),
         fp_components: l.fp_components,
         fp_components_per_slice: l.fp_components as f64 / slices.max(1) as f64,
         nodules,
         nodules_detected,
         nodule_recall,
         target_recall: cfg.target_recall,
-        threshold_at_target_recall: crate::metrics::sweep::threshold_for_recall(
-            &sweep_rows,
-            cfg.target_recall,
-        ),
+        threshold_at_target_recall: threshold_for_recall(&sweep_rows, cfg.target_recall),
         overlays_per_kind: cfg.overlays,
         overlays,
         seconds: started.elapsed().as_secs_f64(),
     };
     write_json_atomic(&tmp.join(RunDir::EVAL_SUMMARY), &summary)?;
-    remove_if_exists(&eval_dir)?;
-    std::fs::rename(&tmp, &eval_dir).at(&eval_dir)?;
-    Ok(EvalReport {
-        skipped: false,
-        summary,
-        dir: eval_dir,
-    })
+    Ok(summary)
 }
 
 /// The summary of a complete evaluation in `run`, if there is one.

@@ -4,6 +4,7 @@
 
 use crate::error::Result;
 use crate::eval::selection::{LowestRecall, OverlayCase};
+use crate::infer::NativeSlice;
 use crate::metrics::confusion::ratio_or_one;
 use crate::metrics::confusion::ConfusionCounts;
 use crate::metrics::lesions::{LesionStats, Truth};
@@ -29,6 +30,20 @@ pub struct ScoredSlice<'a> {
     pub mask: &'a [u8],
     /// Probabilities.
     pub probs: &'a [f32],
+}
+
+impl<'a> From<&'a NativeSlice<'a>> for ScoredSlice<'a> {
+    fn from(s: &'a NativeSlice<'a>) -> Self {
+        Self {
+            slice_id: s.slice_id,
+            patient_id: s.patient_id,
+            height: s.height,
+            width: s.width,
+            image: &s.image,
+            mask: &s.mask,
+            probs: &s.probs,
+        }
+    }
 }
 
 /// The per-slice metrics at one threshold: the table row and the thresholded prediction.
@@ -92,6 +107,11 @@ impl Pass {
             sample,
             written: BTreeSet::new(),
         }
+    }
+
+    /// The eval threshold.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
     }
 
     /// Adds the slice at `position` of the index.

@@ -1,7 +1,7 @@
 //! Whole slices at native size, padded bottom/right to one common size (a multiple of the
 //! network's downsampling factor) so they stack into one batch, and cut back afterwards.
 
-use crate::data::batcher::to_nchw;
+use crate::data::batcher::{mask_nchw, to_nchw};
 use crate::data::patch::{pad_into, padded_size};
 use crate::data::SliceSample;
 use candle_core::{Device, Tensor};
@@ -100,6 +100,11 @@ impl WholeSliceBatch {
     /// Slice `i`'s padded mask plane.
     pub fn padded_mask(&self, i: usize) -> &[u8] {
         &self.masks[i * self.plane()..(i + 1) * self.plane()]
+    }
+
+    /// The padded masks as a (B, 1, H, W) f32 tensor of 0.0/1.0, the target of a loss.
+    pub fn mask_tensor(&self, device: &Device) -> candle_core::Result<Tensor> {
+        mask_nchw(&self.masks, (self.len(), self.height, self.width), device)
     }
 
     /// The padded images and masks as (B, 1, H, W) f32 tensors (masks 0.0/1.0).

@@ -2,7 +2,16 @@
 //! every epoch, stops early on a recall-first score and writes per-epoch tables.
 
 pub mod early_stop;
+pub mod epoch;
+pub mod report;
+pub mod start;
 pub mod state;
 pub mod trainer;
 
-pub use trainer::{run, TrainReport, INTERRUPTED};
+pub use report::TrainReport;
+pub use trainer::run;
+
+use std::sync::atomic::AtomicBool;
+
+/// Set by the Ctrl-C handler: the loop finishes its current step, saves `last` and returns.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);

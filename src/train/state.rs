@@ -31,6 +31,33 @@ pub struct TrainState {
     pub stop_reason: Option<StopReason>,
 }
 
+impl TrainState {
+    /// The state of a fresh run: epoch 1, nothing done.
+    pub fn start(stopping: EarlyStopping) -> Self {
+        Self {
+            next_epoch: 1,
+            steps_done: 0,
+            partial_loss_sum: 0.0,
+            partial_patches: 0,
+            stopping,
+            finished: false,
+            stop_reason: None,
+        }
+    }
+
+    /// Moves past the finished `epoch`; `stop` ends training.
+    pub fn end_epoch(&mut self, epoch: usize, stop: Option<StopReason>) {
+        self.next_epoch = epoch + 1;
+        self.steps_done = 0;
+        self.partial_loss_sum = 0.0;
+        self.partial_patches = 0;
+        if let Some(reason) = stop {
+            self.finished = true;
+            self.stop_reason = Some(reason);
+        }
+    }
+}
+
 /// Saves the `last` checkpoint, the optimizer and the loop state, in that order, so the state
 /// file (written last) never points past the weights.
 pub fn save_last(run: &RunDir, varmap: &VarMap, opt: &Adam, state: &TrainState) -> Result<()> {
