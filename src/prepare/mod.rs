@@ -1,6 +1,7 @@
 //! The `prepare` stage: LIDC slice tree → Parquet shards of windowed slices and fused masks,
 //! plus `manifest.parquet`, `rejects.parquet` and `prepare.json` (written last).
 
+pub mod build;
 pub mod file_bytes;
 pub mod nodule_dir;
 pub mod reject;
@@ -8,16 +9,10 @@ pub mod slice;
 pub mod walk;
 
 use crate::atomic::remove_if_exists;
-use crate::data::manifest::{write_manifest, ManifestRow};
 use crate::data::prepare_record::{PrepareConfig, PrepareCounts, PrepareRecord};
-use crate::data::shards::ShardWriter;
 use crate::error::{Error, IoContext, Result};
 use crate::json::write_json_atomic;
 use crate::layout::DataDir;
-use crate::pixels::intensity;
-use rayon::prelude::*;
-use reject::write_rejects;
-use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 /// The outcome of `run`.
@@ -120,7 +115,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
     clear_outputs(&data)?;
     std::fs::create_dir_all(data.shards_dir()).at(data.shards_dir())?;
     let started = Instant::now();
-    let counts = build(cfg, &data)?;
+    let counts = build::build(cfg, &data)?;
     let counts = PrepareCounts {
         seconds: started.elapsed().as_secs_f64(),
         ..counts
@@ -137,127 +132,4 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
         skipped: false,
         counts,
     })
-}
-
-/// Slices decoded in parallel per batch. Three batches are alive at once (decoding, queued,
-/// being written), and their memory is faulted in fresh before it is recycled: 64 slices (~6 MB
-/// per batch at 128x128) keep that small, and cut prepare's time by ~5% against 256.
-const DECODE_BATCH: usize = 64;
-
-fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
-    let s = &cfg.settings;
-    crate::malloc_tuning::retain_freed_memory();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(s.threads)
-        .thread_name(|i| format!("prepare-decode-{i}"))
-        .start_handler(|_| crate::malloc_tuning::huge_pages_for_this_thread())
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start {} threads: {e}", s.threads)))?;
-    let phase = Instant::now();
-    let tree = pool.install(|| walk::walk(&cfg.input));
-    tracing::debug!(
-        "walk: {} slice jobs in {:.3}s",
-        tree.jobs.len(),
-        phase.elapsed().as_secs_f64()
-    );
-    let phase = Instant::now();
-    let mut counts = PrepareCounts {
-        patients: tree.patients,
-        nodules: tree.nodules,
-        slices_seen: tree.jobs.len()
-            + tree
-                .rejects
-                .iter()
-                .filter(|r| r.reason == reject::RejectReason::DuplicateSliceId)
-                .count(),
-        files_ignored: tree.ignored,
-        ..PrepareCounts::default()
-    };
-    let mut rejects = tree.rejects;
-    let lut = intensity::IntensityLut::new(&s.intensity());
-    let bar = crate::progress::bar(tree.jobs.len() as u64, "prepare", cfg.quiet);
-    let mut manifest: Vec<ManifestRow> = Vec::new();
-    // Decoding runs on the pool while a writer thread encodes and compresses the previous
-    // batch; record positions are known up front because shards hold exactly shard_rows rows.
-    let (n_shards, shard_bytes) = std::thread::scope(|scope| -> Result<(usize, u64)> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::data::shards::SliceRecord>>(1);
-        let mut shards = ShardWriter::new(
-            data.clone(),
-            s.shard_rows,
-            s.row_group_rows,
-            s.image_compression,
-        );
-        let writer = std::thread::Builder::new()
-            .name("prepare-shards".into())
-            .spawn_scoped(scope, move || -> Result<(usize, u64)> {
-                crate::malloc_tuning::huge_pages_for_this_thread();
-                for batch in rx {
-                    for record in batch {
-                        shards.push(record)?;
-                    }
-                }
-                shards.finish()
-            })
-            .map_err(|e| Error::io(data.shards_dir(), e))?;
-        // One scratch per worker thread for the whole run (`map_init` would start a fresh one
-        // for every piece rayon splits a batch into).
-        let scratches: Vec<Mutex<slice::SliceScratch>> = (0..pool.current_num_threads())
-            .map(|_| Mutex::default())
-            .collect();
-        for batch in tree.jobs.chunks(DECODE_BATCH) {
-            let outcomes: Vec<slice::SliceOutcome> = pool.install(|| {
-                batch
-                    .par_iter()
-                    .map(|j| {
-                        let worker = rayon::current_thread_index().unwrap_or(0);
-                        let mut scratch = scratches[worker % scratches.len()]
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner);
-                        slice::process(j, &lut, &mut scratch)
-                    })
-                    .collect()
-            });
-            let mut kept = Vec::with_capacity(outcomes.len());
-            for outcome in outcomes {
-                counts.colour_files += outcome.colour_files;
-                rejects.extend(outcome.rejects);
-                let Some(record) = outcome.record else {
-                    counts.slices_rejected += 1;
-                    continue;
-                };
-                if record.height < s.min_size || record.width < s.min_size {
-                    counts.slices_too_small += 1;
-                    continue;
-                }
-                if record.mask_pixels == 0 {
-                    counts.slices_empty += 1;
-                    if !s.keep_empty {
-                        continue;
-                    }
-                }
-                counts.slices_16bit += usize::from(record.source_bits == 16);
-                let position = ShardWriter::position_of(counts.slices_kept, s.shard_rows);
-                counts.slices_kept += 1;
-                manifest.push(ManifestRow::new(&record, position));
-                kept.push(record);
-            }
-            bar.inc(batch.len() as u64);
-            if tx.send(kept).is_err() {
-                break; // the writer failed; its error is returned below
-            }
-        }
-        drop(tx);
-        bar.finish_and_clear();
-        tracing::debug!("decoding done at {:.3}s", phase.elapsed().as_secs_f64());
-        writer
-            .join()
-            .map_err(|_| Error::input(data.shards_dir(), "the shard writer thread panicked"))?
-    })?;
-    tracing::debug!("decode and shards: {:.3}s", phase.elapsed().as_secs_f64());
-    counts.shards = n_shards;
-    counts.rejects = rejects.len();
-    counts.bytes = shard_bytes
-        + write_manifest(&data.manifest(), &manifest)?
-        + write_rejects(&data.rejects(), &rejects)?;
-    Ok(counts)
 }
