@@ -128,27 +128,7 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitReport> {
             });
         }
     }
-    let mut per_patient: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for r in &rows {
-        let e = per_patient.entry(&r.patient_id).or_default();
-        e.0 += 1;
-        e.1 += r.mask_pixels;
-    }
-    match per_patient.len() {
-        0 => {
-            return Err(Error::input(
-                data.manifest(),
-                "manifest has no slices, so there are no patients to split",
-            ))
-        }
-        1 if s.val_ratio > 0.0 => {
-            return Err(Error::input(
-                data.manifest(),
-                "manifest has a single patient; a patient-level split needs at least two (or pass --val-ratio 0 to train on it without validation)",
-            ))
-        }
-        _ => {}
-    }
+    let per_patient = patient_totals(&rows, &data, s)?;
     let patients = assign_patients(per_patient.iter().map(|(p, (n, m))| (*p, *n, *m)), s);
     let val_set: HashSet<&str> = patients
         .iter()
@@ -185,6 +165,31 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitReport> {
         counts,
         target: s.val_ratio,
     })
+}
+
+/// Slices and mask pixels per patient; an error when there is nobody to split.
+fn patient_totals<'a>(
+    rows: &'a [IndexRow],
+    data: &DataDir,
+    s: &SplitSettings,
+) -> Result<BTreeMap<&'a str, (i64, i64)>> {
+    let mut per_patient: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for r in rows {
+        let e = per_patient.entry(&r.patient_id).or_default();
+        e.0 += 1;
+        e.1 += r.mask_pixels;
+    }
+    match per_patient.len() {
+        0 => Err(Error::input(
+            data.manifest(),
+            "manifest has no slices, so there are no patients to split",
+        )),
+        1 if s.val_ratio > 0.0 => Err(Error::input(
+            data.manifest(),
+            "manifest has a single patient; a patient-level split needs at least two (or pass --val-ratio 0 to train on it without validation)",
+        )),
+        _ => Ok(per_patient),
+    }
 }
 
 /// Refuses a split in which a patient appears on both sides.
