@@ -226,14 +226,7 @@ mod tests {
     use crate::error::{Error, Result};
 
     fn slice(h: usize, w: usize) -> SliceSample {
-        SliceSample {
-            slice_id: format!("s{h}x{w}"),
-            patient_id: "P".into(),
-            height: h,
-            width: w,
-            image: (0..h * w).map(|i| i as f32 + 1.0).collect(),
-            mask: vec![0; h * w],
-        }
+        SliceSample::numbered(h, w)
     }
 
     fn no_aug(patch: usize) -> PatchSampler {

@@ -123,14 +123,7 @@ mod tests {
     use super::*;
 
     fn slice(h: usize, w: usize) -> SliceSample {
-        SliceSample {
-            slice_id: format!("s{h}x{w}"),
-            patient_id: "P".into(),
-            height: h,
-            width: w,
-            image: (0..h * w).map(|i| i as f32 + 1.0).collect(),
-            mask: vec![0; h * w],
-        }
+        SliceSample::numbered(h, w)
     }
 
     #[test]

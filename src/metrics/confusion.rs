@@ -190,6 +190,20 @@ impl EpochAccumulator {
 }
 
 #[cfg(test)]
+impl EpochScores {
+    /// Scores with the given pooled recall, precision and Dice (mean slice Dice = Dice, loss 0).
+    pub(crate) fn of(recall: f64, precision: f64, dice: f64) -> Self {
+        Self {
+            recall,
+            precision,
+            dice,
+            mean_slice_dice: dice,
+            loss: 0.0,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -62,12 +62,7 @@ mod tests {
     use super::*;
 
     fn s(recall: f64, precision: f64, dice: f64) -> EpochScores {
-        EpochScores {
-            recall,
-            precision,
-            dice,
-            ..EpochScores::default()
-        }
+        EpochScores::of(recall, precision, dice)
     }
 
     #[test]

@@ -407,6 +407,23 @@ mod tests {
         (anatomy, nodule)
     }
 
+    /// The middle slice (z = 2) of the sample nodule, noise-free, at `size` with `palette`.
+    fn render_middle(
+        anatomy: &Anatomy,
+        nodule: &Nodule,
+        size: (usize, usize),
+        palette: Palette,
+    ) -> Rendered {
+        render(
+            anatomy,
+            nodule,
+            2,
+            size,
+            &quiet(palette),
+            &mut SplitMix64::new(1),
+        )
+    }
+
     #[test]
     fn radius_grows_then_shrinks() {
         let (_, n) = sample();
@@ -419,14 +436,7 @@ mod tests {
     #[test]
     fn regions_have_their_palette_levels() {
         let (anatomy, nodule) = sample();
-        let img = render(
-            &anatomy,
-            &nodule,
-            2,
-            (128, 128),
-            &quiet(GRAY_PALETTE),
-            &mut SplitMix64::new(1),
-        );
+        let img = render_middle(&anatomy, &nodule, (128, 128), GRAY_PALETTE);
         // Corner: air. Centre column between lungs: body. Lung centres: lung, vessel or nodule.
         assert!((0.0..=20.0).contains(&img.values[0]));
         let body = anatomy.body;
@@ -450,14 +460,7 @@ mod tests {
     #[test]
     fn hounsfield_palette_gives_documented_levels() {
         let (anatomy, nodule) = sample();
-        let img = render(
-            &anatomy,
-            &nodule,
-            2,
-            (160, 144),
-            &quiet(HU_PALETTE),
-            &mut SplitMix64::new(1),
-        );
+        let img = render_middle(&anatomy, &nodule, (160, 144), HU_PALETTE);
         assert_eq!(img.values.len(), 160 * 144);
         assert!((-1010.0..=-990.0).contains(&img.values[0]));
         let max = img

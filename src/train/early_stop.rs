@@ -146,13 +146,7 @@ mod tests {
     use crate::metrics::monitor::Monitor;
 
     fn s(recall: f64, precision: f64, dice: f64) -> EpochScores {
-        EpochScores {
-            recall,
-            precision,
-            dice,
-            mean_slice_dice: dice,
-            loss: 0.0,
-        }
+        EpochScores::of(recall, precision, dice)
     }
 
     struct Case {
