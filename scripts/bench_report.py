@@ -204,7 +204,7 @@ print("""## Notes
 - From 4x to 5x (session 3, each measured as paired A/B runs of CPU time):
   lungseg and prepare's hot dependencies are built without debug assertions in the dev profile
   (core's inlined precondition checks halved the speed of every per-pixel loop; -6 to -16% of
-  the decode CPU); plain gray PNGs are inflated and unfiltered in one shot (`src/prepare/gray_png.rs`,
+  the decode CPU); plain gray PNGs are inflated and unfiltered in one shot (`src/pixels/gray_png.rs`,
   the png crate for everything else); glibc grows the decoding threads' heaps in 32 MiB steps
   (it grew them with ~1,600 `mprotect` calls per run, each interrupting the other core to flush
   its TLB: -6 to -8%); decode batches of 64 slices instead of 256 (less fresh memory in flight:

@@ -1,7 +1,11 @@
 //! lungseg: a lung-nodule segmentation pipeline (LIDC-IDRI slices → Parquet shards → candle U-Net).
 //!
-//! Each stage is a module with `run(&Config) -> Result<Report>`; stages talk only through the
-//! fixed-name files that [`layout`] knows.
+//! Two layers. The shared layer (everything above `cli` in the list below) knows the data and run
+//! directories (`data`, `run`, `layout`), the network (`model`, `infer`), the metrics and the
+//! table contracts. The stages (`prepare`, `split`, `train`, `eval`, `predict`, `report`,
+//! `synth`) are modules with `run(&Config) -> Result<Report>` built on the shared layer; they never
+//! import each other and talk only through the fixed-name files that [`layout`] knows. `cli`
+//! turns arguments into validated stage configs.
 
 // Shared infrastructure.
 pub mod atomic;

@@ -1,6 +1,7 @@
-//! The data layer every stage shares: slice samples, the shard format (writer and reader), the
-//! slice index, the shard stream, rater fusion and batching. It knows what a prepared data
-//! directory holds; `layout` knows where.
+//! The data layer every stage shares: what a prepared data directory holds and the one way to
+//! read and write it: slice samples, the shard format (writer and reader), the manifest, the
+//! `prepare.json` and `split.json` records, the split table and slice indexes, the shard stream,
+//! rater fusion, batching and training patches. `layout` knows the file names.
 
 pub mod batcher;
 pub mod fusion;

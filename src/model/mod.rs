@@ -1,5 +1,6 @@
-//! The segmentation network: the notebook's U-Net and the differentiable bilinear upsampler it
-//! needs (candle's own has no backward).
+//! The segmentation network and what training it needs from candle: the notebook's U-Net, the
+//! differentiable bilinear upsampler (candle's own has no backward), the fast CPU convolution
+//! backward, the losses, Adam with savable state, and PyTorch-like seeded initialisation.
 
 pub mod bilinear;
 pub mod fast_conv;

@@ -1,5 +1,6 @@
-//! What a run directory holds and how it is read: the resolved training settings, the epoch
-//! table and the evaluation's summary and tables. `layout` knows the file names.
+//! What a run directory holds, and the one way every stage reads it: the run record and the
+//! training settings in it (`config.json`), the run status (`train_state.json`), checkpoints, the
+//! epoch table and the evaluation's summary and tables. `layout` knows the file names.
 
 pub mod checkpoint;
 pub mod epochs;

@@ -1,4 +1,6 @@
-//! The trainer's settings (`pipeline/train.toml`, overridable by flags) and resolved config.
+//! The trainer's settings (`pipeline/train.toml`, overridable by flags) and resolved config. They
+//! live with the run record rather than in `train/` because `eval`, `predict` and `report` read
+//! them back from `config.json`.
 
 use crate::data::fusion::RaterFusion;
 use crate::device::DeviceSpec;
