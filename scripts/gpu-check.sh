@@ -41,7 +41,7 @@ done
 export LD_LIBRARY_PATH=/tmp/lungseg-libs:$G/lib:${LD_LIBRARY_PATH:-}
 
 step "CUDA unit tests (the CPU==CUDA check first, strict, then the whole lib suite)"
-LUNGSEG_REQUIRE_CUDA=1 "$G/lib-tests" --exact train::device::tests::cuda_matches_cpu_forward_and_step --nocapture || status=1
+LUNGSEG_REQUIRE_CUDA=1 "$G/lib-tests" --exact device::tests::cuda_matches_cpu_forward_and_step --nocapture || status=1
 LUNGSEG_REQUIRE_CUDA=1 timeout 240 "$G/lib-tests" 2>&1 | tail -30 | tee "$OUT/unit-tests.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
