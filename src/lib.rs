@@ -17,6 +17,7 @@ pub mod fingerprint;
 pub mod infer;
 pub mod json;
 pub mod layout;
+pub mod lock;
 pub mod malloc_tuning;
 pub mod metrics;
 pub mod model;

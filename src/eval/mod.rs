@@ -19,6 +19,7 @@ use crate::infer::model::LoadedModel;
 use crate::json::read_json;
 use crate::json::write_json_atomic;
 use crate::layout::{temporary_name, DataDir, RunDir};
+use crate::lock::DirLock;
 use crate::metrics::confusion::ratio_or_one;
 use crate::metrics::sweep::threshold_for_recall;
 use crate::run::checkpoint::CheckpointChoice;
@@ -106,6 +107,7 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
     let started = Instant::now();
     let run_dir = RunDir::new(&cfg.run);
     let record = read_run_record(&run_dir)?;
+    let _lock = DirLock::acquire(run_dir.root(), "eval --run")?;
     let threshold = cfg.threshold.unwrap_or(record.config.settings.threshold);
     let eval_dir = run_dir.eval_dir();
     if let Some(done) = reusable(cfg, &run_dir, threshold)? {

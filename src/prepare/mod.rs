@@ -13,6 +13,7 @@ use crate::data::prepare_record::{PrepareConfig, PrepareCounts, PrepareRecord};
 use crate::error::{Error, IoContext, Result};
 use crate::json::write_json_atomic;
 use crate::layout::DataDir;
+use crate::lock::DirLock;
 use std::time::Instant;
 
 /// The outcome of `run`.
@@ -92,6 +93,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
     cfg.settings.validate()?;
     check_paths(cfg)?;
     let data = DataDir::new(&cfg.out);
+    let _lock = DirLock::acquire(data.root(), "prepare --out")?;
     if let Some(previous) = crate::data::prepare_record::read(&data)? {
         if !cfg.overwrite {
             if previous.config.settings.output_identity() != cfg.settings.output_identity() {

@@ -71,7 +71,7 @@ impl TrainSettings {
         if self.batch_size == 0 || self.val_batch_size == 0 {
             return bad("--batch-size and --val-batch-size must be positive".into());
         }
-        if self.patch == 0 || self.patch % 4 != 0 {
+        if self.patch == 0 || !self.patch.is_multiple_of(4) {
             return bad(format!(
                 "--patch must be a positive multiple of 4, got {}",
                 self.patch

@@ -11,6 +11,7 @@ use crate::data::{write_index, IndexEntry};
 use crate::error::{Error, Result};
 use crate::json::write_json_atomic;
 use crate::layout::DataDir;
+use crate::lock::DirLock;
 use crate::natural::natural_cmp;
 use std::collections::{BTreeMap, HashSet};
 
@@ -118,6 +119,7 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitReport> {
     s.validate()?;
     let data = DataDir::new(&cfg.data);
     crate::data::prepare_record::require(&data)?;
+    let _lock = DirLock::acquire(data.root(), "split --data")?;
     let rows = read_index_rows(&data.manifest())?;
     if let Some(previous) = split_record::read(&data)? {
         if !cfg.overwrite && previous.config.settings == *s {

@@ -7,6 +7,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fingerprint::fingerprint;
 use crate::json::write_json_atomic;
 use crate::layout::{DataDir, RunDir};
+use crate::lock::DirLock;
 use crate::model::init;
 use crate::model::optim::Adam;
 use crate::model::{trainable_vars, UNet, UNetConfig};
@@ -30,6 +31,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
     let data = DataDir::new(&cfg.data);
     crate::data::prepare_record::require(&data)?;
     let run_dir = RunDir::new(&cfg.run);
+    let _lock = DirLock::acquire(run_dir.root(), "train --run")?;
     let start = decide_start(cfg, &run_dir)?;
     if let Start::Finished(st) = start {
         return Ok(TrainReport {
