@@ -545,7 +545,7 @@ fn column_codecs(shard: &Path) -> BTreeMap<String, String> {
             let codec = format!("{:?}", c.compression());
             let previous = codecs.insert(name.clone(), codec.clone());
             assert!(
-                previous.map_or(true, |p| p == codec),
+                previous.is_none_or(|p| p == codec),
                 "{name}: mixed codecs"
             );
         }
