@@ -4,16 +4,45 @@ use crate::error::{IoContext, Result};
 use crate::layout::temporary_name;
 use std::path::Path;
 
-/// Writes `bytes` to `path` through a temporary file and an atomic rename.
+/// Writes `bytes` to `path` through a temporary file and an atomic rename. A failed write (a
+/// full disk) removes its temporary file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temporary_name(path);
-    std::fs::write(&tmp, bytes).at(&tmp)?;
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(crate::Error::io(&tmp, e));
+    }
     commit(&tmp, path)
 }
 
 /// Renames a finished temporary file into place.
 pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
+    fault_injection::before_rename();
     std::fs::rename(tmp, path).at(path)
+}
+
+/// A test hook for crash consistency: with `LUNGSEG_KILL_AT_RENAME=N` in the environment, the
+/// process aborts (as a `kill -9` would end it) just before its N-th rename into place. The
+/// integration tests use it to interrupt every rename of a training run in turn.
+mod fault_injection {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    static RENAMES: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn before_rename() {
+        static KILL_AT: OnceLock<Option<u64>> = OnceLock::new();
+        let kill_at = KILL_AT.get_or_init(|| {
+            std::env::var("LUNGSEG_KILL_AT_RENAME")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        });
+        if let Some(n) = *kill_at {
+            if RENAMES.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                std::process::abort();
+            }
+        }
+    }
 }
 
 /// Removes a file or directory if it exists.

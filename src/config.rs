@@ -1,7 +1,7 @@
 //! Stage defaults: `pipeline/<stage>.toml` is embedded in the binary and can be replaced with
 //! `--config FILE`; command-line flags then override single fields.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use std::path::Path;
 
@@ -40,7 +40,11 @@ impl Stage {
 /// Unknown keys are errors, so a typo in a config file is caught before any work starts.
 pub fn load_stage<T: DeserializeOwned>(stage: Stage, file: Option<&Path>) -> Result<T> {
     let (text, origin) = match file {
-        Some(path) => (std::fs::read_to_string(path).at(path)?, path.to_path_buf()),
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::input(path, format!("cannot read the config file: {e}")))?,
+            path.to_path_buf(),
+        ),
         None => (
             stage.default_text().to_string(),
             Path::new("pipeline").join(format!("{}.toml", stage.name())),

@@ -5,36 +5,34 @@ use std::path::{Path, PathBuf};
 /// Result alias for library code.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can stop a stage. I/O-like variants lead with the path.
+/// Everything that can stop a stage. I/O-like variants lead with the path. Each message holds its
+/// cause's text, so the variants expose no separate `source()`: printed as a chain (`{:#}`), a
+/// cause would otherwise appear twice.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file-system operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Reading or writing a Parquet file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Parquet {
         path: PathBuf,
-        #[source]
-        source: parquet::errors::ParquetError,
+        cause: parquet::errors::ParquetError,
     },
     /// Building or reading an Arrow record batch failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Arrow {
         path: PathBuf,
-        #[source]
-        source: arrow_schema::ArrowError,
+        cause: arrow_schema::ArrowError,
     },
     /// A JSON file (config, summary, schema) could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Json {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// A TOML config file is malformed.
     #[error("{path}: {message}")]
@@ -53,13 +51,13 @@ pub enum Error {
     /// An argument or config value is invalid. Exit code 2.
     #[error("{0}")]
     Usage(String),
-    /// A tensor operation failed.
-    #[error("{context}: {source}")]
-    Tensor {
-        context: String,
-        #[source]
-        source: candle_core::Error,
-    },
+    /// A tensor operation failed. The message is the first line of candle's error (candle
+    /// appends a backtrace when `RUST_BACKTRACE` is set).
+    #[error("{context}: {message}")]
+    Tensor { context: String, message: String },
+    /// Training produced a non-finite loss or weights; nothing non-finite is ever saved.
+    #[error("{0}")]
+    Diverged(String),
     /// The run was interrupted (Ctrl-C) after saving what it could.
     #[error("interrupted")]
     Interrupted,
@@ -73,7 +71,7 @@ impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            cause: source,
         }
     }
 
@@ -81,7 +79,7 @@ impl Error {
     pub fn parquet(path: impl AsRef<Path>, source: parquet::errors::ParquetError) -> Self {
         Error::Parquet {
             path: path.as_ref().to_path_buf(),
-            source,
+            cause: source,
         }
     }
 
@@ -89,7 +87,7 @@ impl Error {
     pub fn arrow(path: impl AsRef<Path>, source: arrow_schema::ArrowError) -> Self {
         Error::Arrow {
             path: path.as_ref().to_path_buf(),
-            source,
+            cause: source,
         }
     }
 
@@ -105,7 +103,7 @@ impl Error {
     pub fn tensor(context: impl Into<String>, source: candle_core::Error) -> Self {
         Error::Tensor {
             context: context.into(),
-            source,
+            message: first_line(&source.to_string()),
         }
     }
 
@@ -129,5 +127,31 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+/// The first line of a message (candle and other libraries may append backtraces).
+pub fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_printed_once_and_on_one_line() {
+        let io = Error::io("/x/config.toml", std::io::Error::other("disk full"));
+        let chain = format!("{:#}", anyhow::Error::new(io).context("lungseg"));
+        assert_eq!(chain, "lungseg: /x/config.toml: disk full");
+        let tensor = Error::tensor(
+            "loading",
+            candle_core::Error::Msg("bad\nstack backtrace:\n 0: x".into()),
+        );
+        assert_eq!(tensor.to_string(), "loading: bad");
     }
 }

@@ -22,6 +22,9 @@ impl DirLock {
     /// Creates `dir` if needed and locks it for `what` (e.g. "prepare --out"). Another process
     /// holding the lock is a usage error (exit 2) that names the directory.
     pub fn acquire(dir: &Path, what: &str) -> Result<Self> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::input(dir, "exists and is not a directory"));
+        }
         let created = (!dir.exists()).then(|| dir.to_path_buf());
         std::fs::create_dir_all(dir).at(dir)?;
         let path = dir.join(LOCK_FILE);
@@ -88,5 +91,12 @@ mod tests {
         std::fs::write(out.join("manifest.parquet"), b"x").unwrap();
         drop(lock);
         assert!(out.join("manifest.parquet").is_file(), "outputs stay");
+        let file = out.join("manifest.parquet");
+        assert_eq!(
+            DirLock::acquire(&file, "train --run")
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
     }
 }

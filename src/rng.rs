@@ -82,9 +82,16 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// FNV-1a's 64-bit offset basis: the hash of no bytes.
+pub const FNV1A64_START: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// FNV-1a, 64-bit: a stable, documented hash of bytes (used for patient splits and fingerprints).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a64_extend(FNV1A64_START, bytes)
+}
+
+/// Continues an FNV-1a hash `h` over more bytes, so a long input can be hashed in pieces.
+pub fn fnv1a64_extend(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);

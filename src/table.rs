@@ -53,14 +53,24 @@ pub fn writer_properties(spec: &TableSpec, options: &WriteOptions) -> WriterProp
 }
 
 /// A Parquet table being written under a temporary name; [`TableWriter::finish`] renames it
-/// into place. Dropping an unfinished writer leaves only the temporary file.
+/// into place. Dropping an unfinished writer (after a failed write: a full disk) removes the
+/// temporary file, so nothing half-written is left behind.
 pub struct TableWriter {
     path: PathBuf,
     tmp: PathBuf,
     /// The Arrow schema of the batches handed to `inner`.
     batch_schema: SchemaRef,
-    inner: ArrowWriter<File>,
+    /// `None` once finished.
+    inner: Option<ArrowWriter<File>>,
     rows: usize,
+}
+
+impl Drop for TableWriter {
+    fn drop(&mut self) {
+        if self.inner.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl TableWriter {
@@ -96,7 +106,7 @@ impl TableWriter {
             path: path.to_path_buf(),
             tmp,
             batch_schema,
-            inner,
+            inner: Some(inner),
             rows: 0,
         })
     }
@@ -106,14 +116,22 @@ impl TableWriter {
         let batch = RecordBatch::try_new(self.batch_schema.clone(), columns)
             .map_err(|e| Error::arrow(&self.path, e))?;
         self.rows += batch.num_rows();
-        self.inner
+        self.writer()?
             .write(&batch)
             .map_err(|e| Error::parquet(&self.tmp, e))
     }
 
     /// Forces the buffered rows out as a row group.
     pub fn flush_row_group(&mut self) -> Result<()> {
-        self.inner.flush().map_err(|e| Error::parquet(&self.tmp, e))
+        let tmp = self.tmp.clone();
+        self.writer()?.flush().map_err(|e| Error::parquet(&tmp, e))
+    }
+
+    fn writer(&mut self) -> Result<&mut ArrowWriter<File>> {
+        let tmp = &self.tmp;
+        self.inner
+            .as_mut()
+            .ok_or_else(|| Error::io(tmp, std::io::Error::other("table already finished")))
     }
 
     /// Rows written so far.
@@ -122,10 +140,15 @@ impl TableWriter {
     }
 
     /// Closes the file and renames it into place. Returns the file size.
-    pub fn finish(self) -> Result<u64> {
-        self.inner
-            .close()
-            .map_err(|e| Error::parquet(&self.tmp, e))?;
+    pub fn finish(mut self) -> Result<u64> {
+        let inner = self
+            .inner
+            .take()
+            .ok_or_else(|| Error::io(&self.tmp, std::io::Error::other("table already finished")))?;
+        if let Err(e) = inner.close() {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(Error::parquet(&self.tmp, e));
+        }
         crate::atomic::commit(&self.tmp, &self.path)?;
         Ok(std::fs::metadata(&self.path).at(&self.path)?.len())
     }

@@ -22,7 +22,14 @@ use clap::{Parser, Subcommand};
 
 /// Lung-nodule segmentation on LIDC-IDRI slices: prepare shards, split by patient, train a U-Net.
 #[derive(Debug, Parser)]
-#[command(name = "lungseg", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "lungseg",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    args_override_self = true
+)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

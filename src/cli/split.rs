@@ -12,7 +12,7 @@ pub struct SplitArgs {
     /// A data directory written by `lungseg prepare`.
     #[arg(long, value_name = "DATA_DIR")]
     pub data: PathBuf,
-    /// Target fraction of patients in validation, in [0, 1) [default: 0.2].
+    /// Target fraction of patients in validation, in (0, 1) [default: 0.2].
     #[arg(long, value_name = "R")]
     pub val_ratio: Option<f64>,
     /// Seed of the patient hash [default: 42].

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitSettings {
-    /// Target fraction of patients in validation, in [0, 1).
+    /// Target fraction of patients in validation, in (0, 1).
     pub val_ratio: f64,
     /// Seed of the patient hash.
     pub seed: u64,
@@ -22,9 +22,10 @@ pub struct SplitSettings {
 impl SplitSettings {
     /// Checks value ranges before any work starts.
     pub fn validate(&self) -> Result<()> {
-        if !(0.0..1.0).contains(&self.val_ratio) {
+        // Validation picks the kept epoch and stops training early: it cannot be empty.
+        if !(self.val_ratio > 0.0 && self.val_ratio < 1.0) {
             return Err(Error::Usage(format!(
-                "--val-ratio must be in [0, 1), got {}",
+                "--val-ratio must be in (0, 1): training needs validation patients, got {}",
                 self.val_ratio
             )));
         }
@@ -76,6 +77,9 @@ pub struct SplitRecord {
     pub rule: String,
     /// Achieved counts.
     pub counts: SplitCounts,
+    /// Fingerprint of the `manifest.parquet` that was split (absent in older records).
+    #[serde(default)]
+    pub manifest_fingerprint: Option<String>,
 }
 
 /// The rule recorded in `split.json`.

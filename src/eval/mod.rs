@@ -120,7 +120,8 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
     let data = DataDir::new(&cfg.data);
     let index = index_to_evaluate(&data, cfg.split, record.config.fold)?;
     let model = LoadedModel::load(&run_dir, cfg.checkpoint, cfg.device)?;
-    if fingerprint(&data.manifest())? != record.data_fingerprint {
+    let data_fingerprint = fingerprint(&data.manifest())?;
+    if data_fingerprint != record.data_fingerprint {
         tracing::warn!(
             "{}: differs from the data the run was trained on; evaluating anyway",
             data.manifest().display()
@@ -133,7 +134,11 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
     let sample = selection::seeded_sample(index.len(), cfg.overlays, record.seed);
     let mut pass = Pass::new(threshold, overlays_dir, cfg.overlays, sample);
     score_every_slice(cfg, &data, &index, &model, &mut pass)?;
-    let summary = write_outputs(cfg, &tmp, &model, pass, threshold, started)?;
+    let inputs = Fingerprints {
+        checkpoint: fingerprint(&model.checkpoint)?,
+        data: data_fingerprint,
+    };
+    let summary = write_outputs(cfg, &tmp, &model, pass, (threshold, inputs), started)?;
     remove_if_exists(&eval_dir)?;
     std::fs::rename(&tmp, &eval_dir).at(&eval_dir)?;
     Ok(EvalReport {
@@ -143,13 +148,33 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport> {
     })
 }
 
-/// A complete evaluation with the same settings, to report instead of redoing it; an error when
-/// one exists with other settings (unless `--overwrite`).
+/// A complete evaluation of the same checkpoint and data with the same settings, to report
+/// instead of redoing it. One of another checkpoint or other data is stale: it is redone. One
+/// with other settings is an error (unless `--overwrite`).
 fn reusable(cfg: &EvalConfig, run_dir: &RunDir, threshold: f64) -> Result<Option<EvalSummary>> {
     let Some(done) = complete(run_dir)? else {
         return Ok(None);
     };
     if cfg.overwrite {
+        return Ok(None);
+    }
+    let checkpoint = cfg.checkpoint.path(run_dir);
+    let inputs_now = (
+        checkpoint
+            .is_file()
+            .then(|| fingerprint(&checkpoint))
+            .transpose()?,
+        fingerprint(&DataDir::new(&cfg.data).manifest()).ok(),
+    );
+    if (
+        done.checkpoint_fingerprint.clone(),
+        done.data_fingerprint.clone(),
+    ) != inputs_now
+    {
+        tracing::info!(
+            "{}: stale (the checkpoint or the data changed since); evaluating again",
+            run_dir.eval_summary().display()
+        );
         return Ok(None);
     }
     let same = done.split == cfg.split
@@ -217,6 +242,14 @@ fn score_every_slice(
     Ok(())
 }
 
+/// What an evaluation's result depends on besides its settings.
+struct Fingerprints {
+    /// The evaluated checkpoint file's.
+    checkpoint: String,
+    /// The data directory's manifest's.
+    data: String,
+}
+
 /// Writes the overlays, `per_slice.parquet`, `thresholds.parquet` and, last, `summary.json`
 /// into the temporary directory `tmp`.
 fn write_outputs(
@@ -224,7 +257,7 @@ fn write_outputs(
     tmp: &Path,
     model: &LoadedModel,
     mut pass: Pass,
-    threshold: f64,
+    (threshold, inputs): (f64, Fingerprints),
     started: Instant,
 ) -> Result<EvalSummary> {
     let overlays = pass.finish_overlays()?;
@@ -242,6 +275,8 @@ fn write_outputs(
         split: cfg.split,
         checkpoint: cfg.checkpoint,
         checkpoint_file: model.checkpoint.clone(),
+        checkpoint_fingerprint: Some(inputs.checkpoint),
+        data_fingerprint: Some(inputs.data),
         threshold,
         fusion: model.record.config.settings.fusion.to_string(),
         device: device::describe(&model.device),

@@ -30,10 +30,7 @@ impl LoadedModel {
     /// Builds the run's U-Net on `device` and loads the chosen checkpoint into it.
     pub fn load(run: &RunDir, which: CheckpointChoice, spec: DeviceSpec) -> Result<Self> {
         let record = read_run_record(run)?;
-        let checkpoint = match which {
-            CheckpointChoice::Best => run.best_checkpoint(),
-            CheckpointChoice::Last => run.last_checkpoint(),
-        };
+        let checkpoint = which.path(run);
         if !checkpoint.is_file() {
             let hint = match which {
                 CheckpointChoice::Best => {

@@ -47,9 +47,11 @@ impl ReportOutcome {
     }
 }
 
+/// A chart's file name: the run's path relative to `--runs` (unique where directory names are
+/// not), flattened to one file name.
 fn chart_name(run: &RunSummary, kind: &str) -> String {
     let stem: String = run
-        .run_id
+        .name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -98,6 +100,7 @@ fn markdown(
     runs: &[RunSummary],
     sweeps: &[Option<Vec<SweepRow>>],
     charts: &[Vec<String>],
+    broken: &[(String, String)],
 ) -> String {
     let mut md = String::from("# lungseg report\n\n");
     let _ = writeln!(
@@ -109,8 +112,12 @@ fn markdown(
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
-            r.run_id,
-            r.best_epoch,
+            r.name,
+            if r.best_epoch > 0 {
+                r.best_epoch.to_string()
+            } else {
+                "—".into()
+            },
             fmt3(r.best_recall),
             fmt3(r.best_precision),
             fmt3(r.best_dice),
@@ -120,8 +127,14 @@ fn markdown(
             r.minutes
         );
     }
+    for (name, why) in broken {
+        let _ = writeln!(
+            md,
+            "| {name} | — | — | — | — | — | unreadable: {why} | — | — |"
+        );
+    }
     for ((r, sweep), images) in runs.iter().zip(sweeps).zip(charts) {
-        let _ = writeln!(md, "\n## {}\n\n`{}`\n", r.run_id, r.dir.display());
+        let _ = writeln!(md, "\n## {}\n\n`{}`\n", r.name, r.dir.display());
         for img in images {
             let _ = writeln!(md, "![{img}]({img})\n");
         }
@@ -153,7 +166,8 @@ fn markdown(
     md
 }
 
-/// Runs the stage.
+/// Runs the stage. A run that cannot be read (a damaged table) is reported as a row saying
+/// so; the others are still summarised.
 pub fn run(cfg: &ReportConfig) -> Result<ReportOutcome> {
     let dirs = runs::find_runs(&cfg.runs)?;
     if dirs.is_empty() {
@@ -167,32 +181,48 @@ pub fn run(cfg: &ReportConfig) -> Result<ReportOutcome> {
     let mut sweeps = Vec::new();
     let mut chart_names = Vec::new();
     let mut charts = Vec::new();
+    let mut broken = Vec::new();
     for dir in &dirs {
-        let s = runs::summarise(dir)?;
-        let mut names = Vec::new();
-        let curve = cfg.out.join(chart_name(&s, "curve"));
-        plots::learning_curve(&curve, &s.run_id, &runs::curves(dir)?)?;
-        names.push(chart_name(&s, "curve"));
-        charts.push(curve);
-        let sweep = runs::sweep(dir)?;
-        if let Some(rows) = &sweep {
-            let pr = cfg.out.join(chart_name(&s, "recall_precision"));
-            plots::recall_precision(&pr, &s.run_id, rows)?;
-            names.push(chart_name(&s, "recall_precision"));
-            charts.push(pr);
+        let name = runs::run_name(&cfg.runs, dir);
+        match summarise_with_charts(cfg, dir, &name) {
+            Ok((s, sweep, names)) => {
+                charts.extend(names.iter().map(|n| cfg.out.join(n)));
+                summaries.push(s);
+                sweeps.push(sweep);
+                chart_names.push(names);
+            }
+            Err(e) => {
+                tracing::warn!("{e}; reported as unreadable");
+                broken.push((name, e.to_string()));
+            }
         }
-        summaries.push(s);
-        sweeps.push(sweep);
-        chart_names.push(names);
     }
     let md_path = cfg.out.join("report.md");
     write_atomic(
         &md_path,
-        markdown(&summaries, &sweeps, &chart_names).as_bytes(),
+        markdown(&summaries, &sweeps, &chart_names, &broken).as_bytes(),
     )?;
     Ok(ReportOutcome {
         runs: summaries,
         markdown: md_path,
         charts,
     })
+}
+
+/// One run's summary, its threshold sweep (if evaluated) and its charts' file names.
+fn summarise_with_charts(
+    cfg: &ReportConfig,
+    dir: &Path,
+    name: &str,
+) -> Result<(RunSummary, Option<Vec<SweepRow>>, Vec<String>)> {
+    let s = runs::summarise(dir, name)?;
+    let mut names = vec![chart_name(&s, "curve")];
+    plots::learning_curve(&cfg.out.join(&names[0]), &s.name, &runs::curves(dir)?)?;
+    let sweep = runs::sweep(dir)?;
+    if let Some(rows) = &sweep {
+        let pr = chart_name(&s, "recall_precision");
+        plots::recall_precision(&cfg.out.join(&pr), &s.name, rows)?;
+        names.push(pr);
+    }
+    Ok((s, sweep, names))
 }

@@ -6,7 +6,7 @@ use crate::layout::RunDir;
 use crate::metrics::sweep::SweepRow;
 use crate::run::eval_tables::read_thresholds;
 use crate::run::record::read_run_record;
-use crate::run::status::RunStatus;
+use crate::run::status::{RunStatus, StopReason};
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +17,8 @@ pub struct RunSummary {
     pub dir: PathBuf,
     /// Run id (the directory name, as in `epochs.parquet`).
     pub run_id: String,
+    /// The run's path relative to `--runs` (its name in the report).
+    pub name: String,
     /// Best epoch by the run's monitor (0 when none was admissible).
     pub best_epoch: i32,
     /// Validation recall at the best epoch.
@@ -99,7 +101,7 @@ pub fn find_runs(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Summarises one run: best epoch (from the last row's `best_epoch`) and its scores, epochs run
 /// and total minutes.
-pub fn summarise(dir: &Path) -> Result<RunSummary> {
+pub fn summarise(dir: &Path, name: &str) -> Result<RunSummary> {
     let run = RunDir::new(dir);
     let path = run.epochs();
     let lf = scan(&path)?;
@@ -138,6 +140,7 @@ pub fn summarise(dir: &Path) -> Result<RunSummary> {
     Ok(RunSummary {
         dir: dir.to_path_buf(),
         run_id,
+        name: name.to_string(),
         best_epoch: if has_best {
             first(&best, "epoch")? as i32
         } else {
@@ -188,9 +191,30 @@ pub fn curves(dir: &Path) -> Result<Curves> {
     })
 }
 
-/// Why the run stopped, by its `train_state.json` ("running" while it has not).
+/// The run's path relative to the folder of runs, with `/` between parts (the folder's own name
+/// when the run is the folder itself).
+pub fn run_name(runs: &Path, dir: &Path) -> String {
+    let relative = dir.strip_prefix(runs).unwrap_or(dir);
+    let parts: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.is_empty() {
+        dir.file_name()
+            .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned())
+    } else {
+        parts.join("/")
+    }
+}
+
+/// Why the run stopped, by its `train_state.json`: "running" while it has not, "interrupted
+/// (--resume continues it)" after Ctrl-C.
 fn stop_reason(run: &RunDir) -> String {
     match RunStatus::read(run) {
+        Ok(Some(RunStatus {
+            stop_reason: Some(StopReason::Interrupted),
+            ..
+        })) => "interrupted (--resume continues it)".into(),
         Ok(Some(RunStatus {
             stop_reason: Some(reason),
             ..

@@ -44,6 +44,12 @@ pub struct EvalSummary {
     pub checkpoint: CheckpointChoice,
     /// The checkpoint file loaded.
     pub checkpoint_file: PathBuf,
+    /// Fingerprint of that checkpoint's bytes when it was evaluated (absent in older summaries).
+    #[serde(default)]
+    pub checkpoint_fingerprint: Option<String>,
+    /// Fingerprint of the data directory's `manifest.parquet` when it was evaluated.
+    #[serde(default)]
+    pub data_fingerprint: Option<String>,
     /// p > threshold is positive.
     pub threshold: f64,
     /// Rater fusion of the truth (from the run's config).

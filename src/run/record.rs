@@ -34,14 +34,18 @@ pub fn read_run_record(run: &RunDir) -> Result<RunRecord> {
         return Err(Error::input(run.root(), "run directory not found"));
     }
     let path = run.config();
-    match read_json::<RunRecord>(&path) {
-        Ok(Some(r)) => Ok(r),
-        Ok(None) => Err(Error::input(
+    let record = read_json::<RunRecord>(&path)?.ok_or_else(|| {
+        Error::input(
             run.root(),
             "not a run directory (no config.json); run `lungseg train` first",
-        )),
-        Err(e) => Err(Error::input(&path, format!("unreadable run record: {e}"))),
-    }
+        )
+    })?;
+    record
+        .config
+        .settings
+        .validate()
+        .map_err(|e| Error::input(&path, format!("not a valid run record: {e}")))?;
+    Ok(record)
 }
 
 /// `git rev-parse --short HEAD`, or "unknown".

@@ -62,36 +62,46 @@ pub struct TrainSettings {
 }
 
 impl TrainSettings {
-    /// Checks ranges before any work starts.
+    /// Checks every field before any work starts, and every field read back from a run's
+    /// `config.json`: a value out of range (NaN included) is a usage error naming its flag.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Usage(m));
-        if self.base_channels == 0 {
-            return bad("--base-channels must be positive".into());
-        }
-        if self.batch_size == 0 || self.val_batch_size == 0 {
-            return bad("--batch-size and --val-batch-size must be positive".into());
-        }
-        if self.patch == 0 || !self.patch.is_multiple_of(4) {
-            return bad(format!(
+        count("--base-channels", self.base_channels, 1, MAX_BASE_CHANNELS)?;
+        count("--batch-size", self.batch_size, 1, MAX_BATCH)?;
+        count("--val-batch-size", self.val_batch_size, 1, MAX_BATCH)?;
+        count("--patch", self.patch, 4, MAX_PATCH)?;
+        if !self.patch.is_multiple_of(4) {
+            return Err(Error::Usage(format!(
                 "--patch must be a positive multiple of 4, got {}",
                 self.patch
-            ));
+            )));
         }
+        count("--max-epochs", self.max_epochs, 1, MAX_EPOCHS)?;
+        count("--patience", self.patience, 0, MAX_EPOCHS)?;
+        count("--shuffle-buffer", self.shuffle_buffer, 1, MAX_BUFFERED)?;
+        count("--queue-capacity", self.queue_capacity, 1, MAX_BUFFERED)?;
+        count(
+            "--max-steps-per-epoch",
+            self.max_steps_per_epoch,
+            0,
+            MAX_STEPS,
+        )?;
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("--lr must be positive, got {}", self.lr));
+            return Err(Error::Usage(format!(
+                "--lr must be a positive number, got {}",
+                self.lr
+            )));
         }
         check_threshold(self.threshold)?;
-        if !(0.0..=1.0).contains(&self.fg_crop) || !(0.0..=1.0).contains(&self.min_precision) {
-            return bad("--fg-crop and --min-precision must be in [0, 1]".into());
-        }
-        if self.max_epochs == 0 {
-            return bad("--max-epochs must be positive".into());
-        }
-        if self.beta <= 0.0 || self.tversky_alpha < 0.0 || self.tversky_beta < 0.0 {
-            return bad("--beta must be positive and Tversky weights non-negative".into());
-        }
-        if self.queue_capacity == 0 || self.shuffle_buffer == 0 {
-            return bad("--queue-capacity and --shuffle-buffer must be positive".into());
+        number("--weight-decay", self.weight_decay, 0.0, 1.0)?;
+        number("--tversky-alpha", self.tversky_alpha, 0.0, 10.0)?;
+        number("--tversky-beta", self.tversky_beta, 0.0, 10.0)?;
+        number("--fg-crop", self.fg_crop, 0.0, 1.0)?;
+        number("--min-precision", self.min_precision, 0.0, 1.0)?;
+        if !(self.beta > 0.0 && self.beta <= 100.0) {
+            return Err(Error::Usage(format!(
+                "--beta must be positive (at most 100), got {}",
+                self.beta
+            )));
         }
         Ok(())
     }
@@ -132,6 +142,41 @@ impl TrainSettings {
     }
 }
 
+/// The widest U-Net accepted (4x the notebook's 64): wider ones need more memory than any GPU.
+pub const MAX_BASE_CHANNELS: usize = 256;
+/// The largest batch accepted.
+pub const MAX_BATCH: usize = 1024;
+/// The largest training patch side accepted.
+pub const MAX_PATCH: usize = 4096;
+/// The most epochs accepted.
+pub const MAX_EPOCHS: usize = 100_000;
+/// The most samples a shuffle buffer or stream queue may hold.
+pub const MAX_BUFFERED: usize = 1 << 20;
+/// The most steps an epoch may be capped at.
+pub const MAX_STEPS: usize = 1 << 30;
+
+/// Checks an integer setting against `lo..=hi`.
+fn count(flag: &str, v: usize, lo: usize, hi: usize) -> Result<()> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "{flag} must be between {lo} and {hi}, got {v}"
+        )))
+    }
+}
+
+/// Checks a real setting against `lo..=hi` (NaN is out of every range).
+fn number(flag: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "{flag} must be a number between {lo} and {hi}, got {v}"
+        )))
+    }
+}
+
 /// Checks a probability threshold: `p > t` is positive, so `t` must lie in [0, 1).
 pub fn check_threshold(t: f64) -> Result<()> {
     if (0.0..1.0).contains(&t) {
@@ -167,6 +212,39 @@ pub struct TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn defaults() -> TrainSettings {
+        crate::config::load_stage(crate::config::Stage::Train, None).unwrap()
+    }
+
+    #[test]
+    fn every_out_of_range_or_nan_setting_is_a_usage_error_naming_its_flag() {
+        assert!(defaults().validate().is_ok());
+        type Edit = fn(&mut TrainSettings);
+        let cases: [(&str, Edit); 14] = [
+            ("--tversky-alpha", |s| s.tversky_alpha = f64::NAN),
+            ("--tversky-beta", |s| s.tversky_beta = -1.0),
+            ("--weight-decay", |s| s.weight_decay = f64::NAN),
+            ("--lr", |s| s.lr = f64::INFINITY),
+            ("--lr", |s| s.lr = 0.0),
+            ("--beta", |s| s.beta = f64::NAN),
+            ("--fg-crop", |s| s.fg_crop = 1.5),
+            ("--min-precision", |s| s.min_precision = f64::NAN),
+            ("--threshold", |s| s.threshold = f64::NAN),
+            ("--base-channels", |s| s.base_channels = 100_000),
+            ("--base-channels", |s| s.base_channels = 0),
+            ("--batch-size", |s| s.batch_size = 0),
+            ("--patch", |s| s.patch = 30),
+            ("--max-epochs", |s| s.max_epochs = usize::MAX),
+        ];
+        for (flag, edit) in cases {
+            let mut s = defaults();
+            edit(&mut s);
+            let err = s.validate().unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{flag}");
+            assert!(err.to_string().starts_with(flag), "{flag}: {err}");
+        }
+    }
 
     #[test]
     fn thresholds_outside_the_unit_interval_are_usage_errors() {

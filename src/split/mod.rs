@@ -9,6 +9,7 @@ use crate::data::split_record::{self, SplitConfig, SplitCounts, SplitRecord, Spl
 use crate::data::split_table::{write_split_table, PatientSplit};
 use crate::data::{write_index, IndexEntry};
 use crate::error::{Error, Result};
+use crate::fingerprint::fingerprint;
 use crate::json::write_json_atomic;
 use crate::layout::DataDir;
 use crate::lock::DirLock;
@@ -82,7 +83,7 @@ pub fn assign_patients<'a>(
 /// split with at least two patients has both sides. The stability guarantee holds for every
 /// split where the hash alone fills both sides.
 fn ensure_both_sides(patients: &mut [PatientSplit], s: &SplitSettings) {
-    if patients.len() < 2 || s.val_ratio <= 0.0 {
+    if patients.len() < 2 {
         return;
     }
     let unit = |p: &PatientSplit| assign::patient_unit(&p.patient_id, s.seed);
@@ -121,8 +122,11 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitReport> {
     crate::data::prepare_record::require(&data)?;
     let _lock = DirLock::acquire(data.root(), "split --data")?;
     let rows = read_index_rows(&data.manifest())?;
+    let manifest_fingerprint = fingerprint(&data.manifest())?;
     if let Some(previous) = split_record::read(&data)? {
-        if !cfg.overwrite && previous.config.settings == *s {
+        let outputs_there = data.split_outputs().iter().all(|p| p.exists());
+        let same_input = previous.manifest_fingerprint.as_deref() == Some(&manifest_fingerprint);
+        if !cfg.overwrite && previous.config.settings == *s && same_input && outputs_there {
             return Ok(SplitReport {
                 skipped: true,
                 counts: previous.counts,
@@ -130,8 +134,9 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitReport> {
             });
         }
     }
-    let per_patient = patient_totals(&rows, &data, s)?;
+    let per_patient = patient_totals(&rows, &data)?;
     let patients = assign_patients(per_patient.iter().map(|(p, (n, m))| (*p, *n, *m)), s);
+    ensure_every_fold_used(&patients, s, &data)?;
     let val_set: HashSet<&str> = patients
         .iter()
         .filter(|p| p.val)
@@ -160,6 +165,7 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitReport> {
             config: cfg.clone(),
             rule: RULE.to_string(),
             counts: counts.clone(),
+            manifest_fingerprint: Some(manifest_fingerprint),
         },
     )?;
     Ok(SplitReport {
@@ -173,7 +179,6 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitReport> {
 fn patient_totals<'a>(
     rows: &'a [IndexRow],
     data: &DataDir,
-    s: &SplitSettings,
 ) -> Result<BTreeMap<&'a str, (i64, i64)>> {
     let mut per_patient: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     for r in rows {
@@ -186,11 +191,34 @@ fn patient_totals<'a>(
             data.manifest(),
             "manifest has no slices, so there are no patients to split",
         )),
-        1 if s.val_ratio > 0.0 => Err(Error::input(
+        1 => Err(Error::input(
             data.manifest(),
-            "manifest has a single patient; a patient-level split needs at least two (or pass --val-ratio 0 to train on it without validation)",
+            "manifest has a single patient; a patient-level split needs at least two",
         )),
         _ => Ok(per_patient),
+    }
+}
+
+/// Refuses folds that leave one empty (more folds than the patients fill).
+fn ensure_every_fold_used(
+    patients: &[PatientSplit],
+    s: &SplitSettings,
+    data: &DataDir,
+) -> Result<()> {
+    if s.folds < 2 {
+        return Ok(());
+    }
+    let used: HashSet<u32> = patients.iter().filter_map(|p| p.fold).collect();
+    match (0..s.folds).find(|k| !used.contains(k)) {
+        Some(k) => Err(Error::input(
+            data.manifest(),
+            format!(
+                "--folds {} leaves fold {k} without patients ({} patients); use fewer folds",
+                s.folds,
+                patients.len()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -110,18 +110,16 @@ impl SynthReport {
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
     /// A file-system operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Encoding a PNG failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Png {
         path: PathBuf,
-        #[source]
-        source: image::ImageError,
+        cause: image::ImageError,
     },
     /// `out` is not a directory, or holds something other than a previous synthetic tree.
     #[error("{path}: refusing to write a synthetic tree here: {reason}")]

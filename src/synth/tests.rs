@@ -397,7 +397,7 @@ fn refuses_foreign_folders_and_replaces_previous_trees() {
 fn io_errors_lead_with_the_path() {
     let err = SynthError::Io {
         path: PathBuf::from("/x/y.png"),
-        source: std::io::Error::other("disk full"),
+        cause: std::io::Error::other("disk full"),
     };
     assert_eq!(err.to_string(), "/x/y.png: disk full");
 }

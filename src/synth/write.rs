@@ -9,9 +9,9 @@ use std::io;
 use std::path::Path;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SynthError + '_ {
-    move |source| SynthError::Io {
+    move |cause| SynthError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -32,9 +32,9 @@ fn write_png(
     let mut buf = Vec::new();
     PngEncoder::new_with_quality(&mut buf, CompressionType::Fast, FilterType::Adaptive)
         .write_image(bytes, width as u32, height as u32, color)
-        .map_err(|source| SynthError::Png {
+        .map_err(|cause| SynthError::Png {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
     fs::write(path, buf).map_err(io_err(path))
 }

@@ -153,10 +153,17 @@ impl EpochContext<'_> {
             .forward_t(&x, true)
             .and_then(|logits| s.loss.compute_with(&logits, &y, &s.tversky()))
             .map_err(|e| Error::tensor(format!("epoch {epoch} step {step}: forward"), e))?;
+        let value = loss
+            .to_scalar::<f32>()
+            .map_err(|e| Error::tensor("reading the loss", e))?;
+        if !value.is_finite() {
+            return Err(Error::Diverged(format!(
+                "epoch {epoch} step {step}: the training loss is {value}; the run diverged (try a lower --lr); nothing was saved for this epoch"
+            )));
+        }
         opt.backward_step(&loss)
             .map_err(|e| Error::tensor(format!("epoch {epoch} step {step}: backward"), e))?;
-        loss.to_scalar::<f32>()
-            .map_err(|e| Error::tensor("reading the loss", e))
+        Ok(value)
     }
 
     /// The validation pass over whole slices at native size, pooled over every pixel.

@@ -1,6 +1,7 @@
 //! The `train` stage: a candle U-Net trainer that streams shards, validates with pooled metrics
 //! every epoch, stops early on a recall-first score and writes per-epoch tables.
 
+pub mod commit;
 pub mod early_stop;
 pub mod epoch;
 pub mod report;

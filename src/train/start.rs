@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::json::read_json;
 use crate::layout::RunDir;
 use crate::run::record::RunRecord;
-use crate::run::settings::TrainConfig;
+use crate::run::settings::{TrainConfig, TrainSettings};
+use crate::train::commit::recover;
 use crate::train::state::TrainState;
 
 /// What to do with an existing run directory.
@@ -20,8 +21,9 @@ pub enum Start {
 }
 
 /// Decides from the run directory's state and the flags; `--overwrite` clears the run's files.
-pub fn decide_start(cfg: &TrainConfig, run: &RunDir) -> Result<Start> {
-    let state: Option<TrainState> = read_json(&run.train_state())?;
+/// A run started with other settings, or on data that has changed since (`data_fingerprint` is
+/// the manifest's), is refused; so is a state or record that does not validate.
+pub fn decide_start(cfg: &TrainConfig, run: &RunDir, data_fingerprint: &str) -> Result<Start> {
     if cfg.overwrite {
         for p in [
             run.config(),
@@ -33,24 +35,82 @@ pub fn decide_start(cfg: &TrainConfig, run: &RunDir) -> Result<Start> {
         ] {
             remove_if_exists(&p)?;
         }
+        recover(run, None)?;
         return Ok(Start::Fresh);
     }
-    let previous: Option<RunRecord> = read_json(&run.config())?;
-    if let (Some(prev), Some(_)) = (&previous, &state) {
-        if prev.config.settings != cfg.settings || prev.config.fold != cfg.fold {
+    let state = read_json::<TrainState>(&run.train_state())?;
+    recover(run, state.as_ref())?;
+    let Some(state) = state else {
+        return Ok(Start::Fresh);
+    };
+    state.validate(&cfg.settings, &run.train_state())?;
+    if let Some(previous) = read_json::<RunRecord>(&run.config())? {
+        ensure_same_run(cfg, &previous, run)?;
+        if previous.data_fingerprint != data_fingerprint {
             return Err(Error::Usage(format!(
-                "{}: this run was started with different settings; use another --run or --overwrite",
-                run.config().display()
+                "{}: this run was trained on other data (manifest fingerprint {}, now {}): the data directory was prepared again or is another one; use another --run or --overwrite",
+                run.root().display(),
+                previous.data_fingerprint,
+                data_fingerprint
             )));
         }
     }
     match state {
-        Some(st) if st.finished => Ok(Start::Finished(st)),
-        Some(st) if cfg.resume => Ok(Start::Resume(st)),
-        Some(_) => Err(Error::Usage(format!(
+        st if st.finished => Ok(Start::Finished(st)),
+        st if cfg.resume => Ok(Start::Resume(st)),
+        _ => Err(Error::Usage(format!(
             "{}: holds an unfinished run; pass --resume to continue it or --overwrite to start over",
             run.root().display()
         ))),
-        None => Ok(Start::Fresh),
+    }
+}
+
+/// Refuses to continue a run whose `config.json` holds other settings, naming them.
+fn ensure_same_run(cfg: &TrainConfig, previous: &RunRecord, run: &RunDir) -> Result<()> {
+    let mut changed = settings_diff(&previous.config.settings, &cfg.settings);
+    if previous.config.fold != cfg.fold {
+        changed.push(format!("fold {:?} -> {:?}", previous.config.fold, cfg.fold));
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{}: this run was started with different settings ({}); use another --run or --overwrite",
+        run.config().display(),
+        changed.join(", ")
+    )))
+}
+
+/// `name old -> new` for every setting that differs.
+fn settings_diff(old: &TrainSettings, new: &TrainSettings) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return vec!["settings".into()];
+    };
+    a.iter()
+        .filter_map(|(key, was)| {
+            let now = b.get(key)?;
+            (was != now).then(|| format!("{key} {was} -> {now}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_diff_names_each_changed_setting() {
+        let old: TrainSettings =
+            crate::config::load_stage(crate::config::Stage::Train, None).unwrap();
+        let mut new = old.clone();
+        assert!(settings_diff(&old, &new).is_empty());
+        new.lr = 0.01;
+        new.patience = 8;
+        assert_eq!(
+            settings_diff(&old, &new),
+            vec!["lr 0.0001 -> 0.01", "patience 5 -> 8"]
+        );
     }
 }

@@ -3,14 +3,17 @@
 
 use crate::atomic::commit;
 use crate::error::{Error, Result};
-use crate::json::write_json_atomic;
 use crate::layout::{temporary_name, RunDir};
 use crate::model::optim::Adam;
+use crate::model::trainable_vars;
 use crate::run::checkpoint::save_weights;
+use crate::run::settings::{TrainSettings, MAX_STEPS};
 use crate::run::status::StopReason;
+use crate::train::commit::Save;
 use crate::train::early_stop::EarlyStopping;
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// The loop's position, saved after every epoch and on interruption.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +32,12 @@ pub struct TrainState {
     pub finished: bool,
     /// Why it ended or paused.
     pub stop_reason: Option<StopReason>,
+    /// The save this state committed (see [`crate::train::commit`]); 0 before the first.
+    #[serde(default)]
+    pub generation: u64,
+    /// The files that save wrote, by name in the run directory.
+    #[serde(default)]
+    pub pending: Vec<String>,
 }
 
 impl TrainState {
@@ -42,7 +51,53 @@ impl TrainState {
             stopping,
             finished: false,
             stop_reason: None,
+            generation: 0,
+            pending: Vec::new(),
         }
+    }
+
+    /// Checks a state read back from `path` against the run's settings, as strictly as a flag:
+    /// a hand-edited or damaged state is an input error, never a panic or a runaway run.
+    pub fn validate(&self, settings: &TrainSettings, path: &Path) -> Result<()> {
+        let bad = |what: String| {
+            Err(Error::input(
+                path,
+                format!("not a valid training state: {what}"),
+            ))
+        };
+        let max_next = settings.max_epochs + 1;
+        if !(1..=max_next).contains(&self.next_epoch) {
+            return bad(format!(
+                "next_epoch {} is outside 1..={max_next}",
+                self.next_epoch
+            ));
+        }
+        if self.steps_done > MAX_STEPS
+            || self.partial_patches > self.steps_done.saturating_mul(settings.batch_size)
+        {
+            return bad(format!(
+                "{} steps and {} patches done do not fit batches of {}",
+                self.steps_done, self.partial_patches, settings.batch_size
+            ));
+        }
+        if !self.partial_loss_sum.is_finite() || self.partial_loss_sum < 0.0 {
+            return bad(format!("partial_loss_sum {}", self.partial_loss_sum));
+        }
+        if self.stopping.max_epochs != settings.max_epochs
+            || self.stopping.spec != settings.monitor_spec()
+            || self.stopping.patience.patience != settings.patience
+        {
+            return bad("its early-stopping settings differ from config.json's".into());
+        }
+        if self
+            .stopping
+            .best
+            .best_epoch
+            .is_some_and(|b| b >= self.next_epoch)
+        {
+            return bad("its best epoch lies in the future".into());
+        }
+        Ok(())
     }
 
     /// Moves past the finished `epoch`; `stop` ends training.
@@ -58,28 +113,48 @@ impl TrainState {
     }
 }
 
-/// Saves the `last` checkpoint, the optimizer and the loop state, in that order, so the state
-/// file (written last) never points past the weights.
-pub fn save_last(run: &RunDir, varmap: &VarMap, opt: &Adam, state: &TrainState) -> Result<()> {
-    save_weights(varmap, &run.last_checkpoint())?;
-    let path = run.last_optimizer();
+/// Writes the `last` weights and the optimizer's moments as part of `save`.
+pub fn stage_last(save: &mut Save, run: &RunDir, varmap: &VarMap, opt: &Adam) -> Result<()> {
+    save_weights(varmap, &save.stage(&run.last_checkpoint()))?;
+    let path = save.stage(&run.last_optimizer());
     let tmp = temporary_name(&path);
     let tensors = opt
         .state()
         .map_err(|e| Error::tensor("collecting optimizer state", e))?;
     candle_core::safetensors::save(&tensors, &tmp)
         .map_err(|e| Error::tensor(format!("{}: saving optimizer", tmp.display()), e))?;
-    commit(&tmp, &path)?;
-    write_json_atomic(&run.train_state(), state)
+    commit(&tmp, &path)
 }
 
-/// Restores the optimizer written by [`save_last`].
-pub fn load_optimizer(run: &RunDir, opt: &mut Adam, device: &candle_core::Device) -> Result<()> {
+/// Restores the optimizer written by [`stage_last`]. Moments whose shapes do not match the
+/// network's variables (a state from another run) are an input error.
+pub fn load_optimizer(
+    run: &RunDir,
+    opt: &mut Adam,
+    varmap: &VarMap,
+    device: &candle_core::Device,
+) -> Result<()> {
     let path = run.last_optimizer();
+    let bad = |why: String| Error::input(&path, format!("not a usable optimizer state: {why}"));
     let tensors = candle_core::safetensors::load(&path, device)
-        .map_err(|e| Error::input(&path, format!("unreadable optimizer state: {e}")))?;
+        .map_err(|e| bad(crate::error::first_line(&e.to_string())))?;
+    for (name, var) in trainable_vars(varmap) {
+        for key in [format!("{name}.exp_avg"), format!("{name}.exp_avg_sq")] {
+            match tensors.get(&key) {
+                Some(t) if t.dims() == var.dims() => {}
+                Some(t) => {
+                    return Err(bad(format!(
+                        "`{key}` has shape {:?}, the network's `{name}` {:?}",
+                        t.dims(),
+                        var.dims()
+                    )))
+                }
+                None => return Err(bad(format!("`{key}` is missing"))),
+            }
+        }
+    }
     opt.load_state(&tensors)
-        .map_err(|e| Error::input(&path, e.to_string()))
+        .map_err(|e| bad(crate::error::first_line(&e.to_string())))
 }
 
 #[cfg(test)]
@@ -98,6 +173,8 @@ mod tests {
             stopping: EarlyStopping::new(MonitorSpec::default(), 5, 3),
             finished: true,
             stop_reason: Some(StopReason::MaxEpochs),
+            generation: 3,
+            pending: vec!["last.safetensors".into()],
         };
         let json = serde_json::to_vec(&state).unwrap_or_default();
         let status: RunStatus = serde_json::from_slice(&json).unwrap();

@@ -11,16 +11,17 @@ use crate::lock::DirLock;
 use crate::model::init;
 use crate::model::optim::Adam;
 use crate::model::{trainable_vars, UNet, UNetConfig};
-use crate::run::checkpoint::{load_weights, save_weights};
+use crate::run::checkpoint::{first_non_finite, load_weights, save_weights};
 use crate::run::epochs::{read_epochs, write_epochs, EpochMetrics};
 use crate::run::record::{git_revision, RunRecord};
 use crate::run::settings::TrainConfig;
 use crate::run::status::StopReason;
+use crate::train::commit::Save;
 use crate::train::early_stop::{EarlyStopping, EpochDecision};
 use crate::train::epoch::{EpochContext, TrainedEpoch, Validation};
 use crate::train::report::TrainReport;
 use crate::train::start::{decide_start, Start};
-use crate::train::state::{load_optimizer, save_last, TrainState};
+use crate::train::state::{load_optimizer, stage_last, TrainState};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use std::time::Instant;
@@ -32,7 +33,8 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
     crate::data::prepare_record::require(&data)?;
     let run_dir = RunDir::new(&cfg.run);
     let _lock = DirLock::acquire(run_dir.root(), "train --run")?;
-    let start = decide_start(cfg, &run_dir)?;
+    let data_fingerprint = fingerprint(&data.manifest())?;
+    let start = decide_start(cfg, &run_dir, &data_fingerprint)?;
     if let Start::Finished(st) = start {
         return Ok(TrainReport {
             skipped: true,
@@ -48,9 +50,15 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
             "the training split is empty",
         ));
     }
+    if val_index.is_empty() {
+        return Err(Error::input(
+            data.val_index(),
+            "the validation split is empty; training needs validation slices to keep the best epoch and to stop early (split again with --val-ratio above 0)",
+        ));
+    }
     std::fs::create_dir_all(run_dir.root()).at(run_dir.root())?;
     let mut trainer = Trainer::open(cfg, run_dir, start)?;
-    trainer.write_record(&data, &train_index, &val_index)?;
+    trainer.write_record(&data_fingerprint, &train_index, &val_index)?;
     while !trainer.state.finished {
         trainer.run_epoch(&data, &train_index, &val_index)?;
     }
@@ -90,7 +98,7 @@ impl<'a> Trainer<'a> {
         let (state, rows) = match start {
             Start::Resume(st) => {
                 load_weights(&mut varmap, &run_dir.last_checkpoint())?;
-                load_optimizer(&run_dir, &mut opt, &device)?;
+                load_optimizer(&run_dir, &mut opt, &varmap, &device)?;
                 let rows = read_epochs(&run_dir.epochs()).or_else(|e| {
                     if st.next_epoch == 1 {
                         Ok(Vec::new())
@@ -125,7 +133,12 @@ impl<'a> Trainer<'a> {
     }
 
     /// Writes `config.json`: the resolved config, data fingerprint, device and split sizes.
-    fn write_record(&self, data: &DataDir, train: &SliceIndex, val: &SliceIndex) -> Result<()> {
+    fn write_record(
+        &self,
+        data_fingerprint: &str,
+        train: &SliceIndex,
+        val: &SliceIndex,
+    ) -> Result<()> {
         let s = &self.cfg.settings;
         let device_name = device::describe(&self.device);
         write_json_atomic(
@@ -134,7 +147,7 @@ impl<'a> Trainer<'a> {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 git_revision: git_revision(),
                 config: self.cfg.clone(),
-                data_fingerprint: fingerprint(&data.manifest())?,
+                data_fingerprint: data_fingerprint.to_string(),
                 device: device_name.clone(),
                 seed: s.seed,
                 train_slices: train.len(),
@@ -167,20 +180,29 @@ impl<'a> Trainer<'a> {
         let Some(trained) = ctx.train(epoch, &mut self.opt, &mut self.state)? else {
             tracing::warn!("saving last to {}", self.run_dir.root().display());
             self.state.stop_reason = Some(StopReason::Interrupted);
-            save_last(&self.run_dir, &self.varmap, &self.opt, &self.state)?;
+            let mut save = Save::begin(&self.run_dir, &self.state);
+            stage_last(&mut save, &self.run_dir, &self.varmap, &self.opt)?;
+            save.commit(&mut self.state)?;
             return Err(Error::Interrupted);
         };
+        if let Some(name) = first_non_finite(&self.varmap)? {
+            return Err(Error::Diverged(format!(
+                "epoch {epoch}: `{name}` holds a NaN or an infinity; the run diverged (try a lower --lr); nothing of this epoch was saved"
+            )));
+        }
         let validation = ctx.validate()?;
         let decision = self.state.stopping.step(epoch, &validation.scores);
+        let mut save = Save::begin(&self.run_dir, &self.state);
         if decision.improved {
-            save_weights(&self.varmap, &self.run_dir.best_checkpoint())?;
+            save_weights(&self.varmap, &save.stage(&self.run_dir.best_checkpoint()))?;
         }
         let row = self.epoch_row(epoch, &trained, &validation, decision, started);
         self.log_epoch(&row, &trained);
         self.rows.push(row);
-        write_epochs(&self.run_dir.epochs(), &self.rows)?;
+        write_epochs(&save.stage(&self.run_dir.epochs()), &self.rows)?;
+        stage_last(&mut save, &self.run_dir, &self.varmap, &self.opt)?;
         self.state.end_epoch(epoch, decision.stop);
-        save_last(&self.run_dir, &self.varmap, &self.opt, &self.state)
+        save.commit(&mut self.state)
     }
 
     /// The epoch's row of `epochs.parquet`.

@@ -63,9 +63,19 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    lungseg_with_env(args, &[])
+}
+
+/// [`lungseg`] with extra environment variables.
+pub fn lungseg_with_env<I, S>(args: I, env: &[(&str, &str)]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let out: Output = Command::new(bin())
         .args(args)
         .env_remove("LUNGSEG_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("spawn lungseg");
     Run {
@@ -309,6 +319,11 @@ pub const TINY: &[&str] = &[
 
 /// Runs `lungseg -q train` with [`TINY`] plus `extra` (later flags win where they repeat).
 pub fn train_tiny(data: &Path, run: &Path, extra: &[&str]) -> Run {
+    train_tiny_with_env(data, run, extra, &[])
+}
+
+/// [`train_tiny`] with extra environment variables.
+pub fn train_tiny_with_env(data: &Path, run: &Path, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let mut args: Vec<String> = vec![
         "-q".into(),
         "train".into(),
@@ -319,5 +334,5 @@ pub fn train_tiny(data: &Path, run: &Path, extra: &[&str]) -> Run {
     ];
     args.extend(TINY.iter().map(|s| s.to_string()));
     args.extend(extra.iter().map(|s| s.to_string()));
-    lungseg(&args)
+    lungseg_with_env(&args, env)
 }

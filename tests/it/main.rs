@@ -4,6 +4,7 @@ mod common;
 mod eval;
 mod export;
 mod prepare;
+mod reliability;
 mod report;
 mod split;
 mod train;

@@ -544,10 +544,7 @@ fn column_codecs(shard: &Path) -> BTreeMap<String, String> {
             let name = c.column_path().string();
             let codec = format!("{:?}", c.compression());
             let previous = codecs.insert(name.clone(), codec.clone());
-            assert!(
-                previous.is_none_or(|p| p == codec),
-                "{name}: mixed codecs"
-            );
+            assert!(previous.is_none_or(|p| p == codec), "{name}: mixed codecs");
         }
     }
     codecs

@@ -122,15 +122,16 @@ fn bad_data_dirs_and_degenerate_manifests_are_clear_errors() {
     );
     assert!(missing.stderr.contains("prepare"), "{}", missing.stderr);
 
-    // one patient: refused unless --val-ratio 0
+    // one patient: refused; so is an empty validation side
     let tree = sb.path("one");
     write_gray8(&tree.join("P1/n/images/s-1.png"), 4, 4, vec![3; 16]);
     write_gray8(&tree.join("P1/n/mask-0/s-1.png"), 4, 4, vec![255; 16]);
     prepare(&tree, &sb.path("d1"), &[]);
     let one = split(&sb.path("d1"), &[]).expect_code(2);
     assert!(one.stderr.contains("single patient"), "{}", one.stderr);
-    split(&sb.path("d1"), &["--val-ratio", "0"]).ok();
-    assert!(strings(&sb.path("d1/val.parquet"), Table::SliceIndex, "slice_id").is_empty());
+    let no_val = split(&sb.path("d1"), &["--val-ratio", "0"]).expect_code(2);
+    assert!(no_val.stderr.contains("--val-ratio"), "{}", no_val.stderr);
+    assert!(!sb.path("d1/val.parquet").exists());
 
     // zero patients
     std::fs::create_dir_all(sb.path("empty")).unwrap();
