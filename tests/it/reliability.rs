@@ -85,7 +85,7 @@ fn a_diverging_run_stops_with_exit_1_and_saves_no_weights() {
     let sb = Sandbox::new();
     let data = dataset(&sb, 4, 2, &[]);
     let run = sb.path("run");
-    let out = train_tiny(&data, &run, &[&SHORT[..], &["--lr", "1e30"]].concat()).expect_code(1);
+    let out = train_tiny(&data, &run, &[SHORT, &["--lr", "1e30"]].concat()).expect_code(1);
     assert!(out.stderr.contains("diverged"), "{}", out.stderr);
     one_line(&out);
     for file in ["best.safetensors", "last.safetensors", "train_state.json"] {
@@ -277,12 +277,7 @@ fn a_mis_shaped_checkpoint_is_one_line_even_with_backtraces_on() {
     let run = sb.path("run");
     let other = sb.path("other");
     train_tiny(&data, &run, SHORT).ok();
-    train_tiny(
-        &data,
-        &other,
-        &[&SHORT[..], &["--base-channels", "8"]].concat(),
-    )
-    .ok();
+    train_tiny(&data, &other, &[SHORT, &["--base-channels", "8"]].concat()).ok();
     std::fs::copy(run.join("last.safetensors"), sb.path("own.safetensors")).unwrap();
     std::fs::copy(other.join("last.safetensors"), run.join("last.safetensors")).unwrap();
     let args = [
