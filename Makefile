@@ -18,13 +18,19 @@ RUN ?= demo/runs/demo
 DEVICE ?= auto
 INPUT := $(if $(LIDC_ROOT),$(LIDC_ROOT),$(SYNTH_ROOT))
 
-.PHONY: all build demo synth prepare split train eval report test lint bench python-deps \
+.PHONY: all build install demo synth prepare split train eval report test lint bench python-deps \
 	cuda-build-check gpu-check clean
 
 all: build
 
 build:
 	$(CARGO) build --bins
+
+## Puts the lungseg binary on the PATH: copies $(BIN) (the optimised dev build) to $(PREFIX)/bin.
+PREFIX ?= $(HOME)/.local
+install: build
+	install -D -m 755 $(BIN) $(PREFIX)/bin/lungseg
+	@echo "installed $(PREFIX)/bin/lungseg$(if $(findstring $(PREFIX)/bin,$(PATH)),, (add $(PREFIX)/bin to your PATH))"
 
 # Demo training: a small U-Net on 64x64 foreground crops, a few minutes on 2 CPU cores.
 DEMO_TRAIN_ARGS ?= --base-channels 8 --patch 64 --fg-crop 0.8 --lr 3e-3 \
@@ -36,7 +42,6 @@ demo: build
 	@if [ -z "$(LIDC_ROOT)" ]; then $(MAKE) --no-print-directory synth; fi
 	$(MAKE) --no-print-directory prepare split
 	$(MAKE) --no-print-directory train TRAIN_ARGS="$(DEMO_TRAIN_ARGS)" FEATURES= DEVICE=cpu
-	$(MAKE) --no-print-directory eval EVAL_ARGS="--device cpu"
 	$(MAKE) --no-print-directory report
 	@echo "demo: done. Tables: $(DATA)/*.parquet, $(RUN)/epochs.parquet, $(RUN)/eval/; report: $(RUNS)/report/report.md"
 
@@ -55,9 +60,11 @@ TRAIN_TARGET := $(if $(strip $(FEATURES)),$(CARGO_TARGET_DIR)-$(subst $(space),-
 CUDA_COMPUTE_CAP ?= $(or $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .),80)
 export CUDA_COMPUTE_CAP
 
+# Trains, then evaluates the kept checkpoint (as nnU-Net validates after training).
 train:
 	CARGO_TARGET_DIR=$(TRAIN_TARGET) $(CARGO) build --bin lungseg $(FEATURE_FLAGS)
 	$(TRAIN_TARGET)/debug/lungseg train --data $(DATA) --run $(RUN) --device $(DEVICE) $(TRAIN_ARGS)
+	$(TRAIN_TARGET)/debug/lungseg eval --data $(DATA) --run $(RUN) --device $(DEVICE) $(EVAL_ARGS)
 
 EVAL_ARGS ?=
 eval: build

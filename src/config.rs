@@ -36,22 +36,61 @@ impl Stage {
     }
 }
 
-/// Loads a stage's defaults: from `file` when given, else the embedded `pipeline/<stage>.toml`.
-/// Unknown keys are errors, so a typo in a config file is caught before any work starts.
+/// Loads a stage's settings: the embedded `pipeline/<stage>.toml`, with the keys of `file` (when
+/// given) in place of the defaults they name; the others keep their defaults. Unknown keys are
+/// errors, so a typo in a config file is caught before any work starts.
 pub fn load_stage<T: DeserializeOwned>(stage: Stage, file: Option<&Path>) -> Result<T> {
-    let (text, origin) = match file {
-        Some(path) => (
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::input(path, format!("cannot read the config file: {e}")))?,
-            path.to_path_buf(),
-        ),
-        None => (
-            stage.default_text().to_string(),
-            Path::new("pipeline").join(format!("{}.toml", stage.name())),
-        ),
+    let default_path = Path::new("pipeline").join(format!("{}.toml", stage.name()));
+    let mut table = parse(stage.default_text(), &default_path)?;
+    let origin = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::input(path, format!("cannot read the config file: {e}")))?;
+            table.extend(parse(&text, path)?);
+            path.to_path_buf()
+        }
+        None => default_path,
     };
-    toml::from_str(&text).map_err(|e| Error::Toml {
-        path: origin,
-        message: e.to_string().trim().replace('\n', " "),
-    })
+    T::deserialize(table).map_err(|e| toml_error(&origin, &e))
+}
+
+fn parse(text: &str, path: &Path) -> Result<toml::Table> {
+    text.parse::<toml::Table>()
+        .map_err(|e| toml_error(path, &e))
+}
+
+/// A TOML error as toml words it, its caret diagram of the offending line included.
+fn toml_error(path: &Path, e: &impl std::fmt::Display) -> Error {
+    Error::Toml {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::settings::TrainSettings;
+
+    #[test]
+    fn a_partial_config_overrides_only_the_keys_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.toml");
+        std::fs::write(&path, "lr = 3e-3\nbase_channels = 8\n").unwrap();
+        let s: TrainSettings = load_stage(Stage::Train, Some(&path)).unwrap();
+        let d: TrainSettings = load_stage(Stage::Train, None).unwrap();
+        assert_eq!((s.lr, s.base_channels), (3e-3, 8));
+        assert_eq!(
+            TrainSettings {
+                lr: d.lr,
+                base_channels: d.base_channels,
+                ..s
+            },
+            d
+        );
+        std::fs::write(&path, "lr = 3e-3\nlearning_rate = 1\n").unwrap();
+        let err = load_stage::<TrainSettings>(Stage::Train, Some(&path)).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("learning_rate"), "{err}");
+    }
 }

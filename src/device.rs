@@ -61,19 +61,25 @@ pub fn describe(device: &Device) -> String {
 /// Opens the requested device. An explicit GPU request that cannot be met is an error (exit 2);
 /// `auto` falls back quietly.
 pub fn open(spec: DeviceSpec) -> Result<Device> {
-    let unavailable = |what: &str, e: candle_core::Error| {
+    let unavailable = |what: &str, feature: &str, e: candle_core::Error| {
         // candle appends a backtrace when RUST_BACKTRACE is set; keep the message to one line.
-        let text = e.to_string();
-        let first = text.lines().next().unwrap_or_default().to_string();
-        Error::Usage(format!(
-            "--device {what}: not available ({first}); this binary was built with features [{}]",
-            built_features()
-        ))
+        let first = crate::error::first_line(&e.to_string());
+        let fix = if built_features().contains(feature) {
+            "check that the GPU is visible (nvidia-smi) and its index exists".to_string()
+        } else {
+            format!(
+                "this binary was built without `{feature}`: build it with `make train FEATURES={feature}` on a machine with the {} toolkit",
+                if feature == "cuda" { "CUDA" } else { "Metal" }
+            )
+        };
+        Error::Usage(format!("--device {what}: not available ({first}); {fix}"))
     };
     match spec {
         DeviceSpec::Cpu => Ok(Device::Cpu),
-        DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| unavailable(&spec.to_string(), e)),
-        DeviceSpec::Metal => Device::new_metal(0).map_err(|e| unavailable("metal", e)),
+        DeviceSpec::Cuda(n) => {
+            Device::new_cuda(n).map_err(|e| unavailable(&spec.to_string(), "cuda", e))
+        }
+        DeviceSpec::Metal => Device::new_metal(0).map_err(|e| unavailable("metal", "metal", e)),
         DeviceSpec::Auto => {
             if candle_core::utils::cuda_is_available() {
                 if let Ok(d) = Device::new_cuda(0) {

@@ -59,7 +59,7 @@ pub enum Error {
     #[error("{0}")]
     Diverged(String),
     /// The run was interrupted (Ctrl-C) after saving what it could.
-    #[error("interrupted")]
+    #[error("interrupted; the run was saved: rerun the same command with --resume to continue it")]
     Interrupted,
     /// Some items of a batch command failed after the others were done (exit code 1).
     #[error("{0}")]

@@ -137,6 +137,11 @@ impl RunDir {
         self.root.join("train_state.json")
     }
 
+    /// `train.log`: what training printed, ending with the commands to run next.
+    pub fn train_log(&self) -> PathBuf {
+        self.root.join("train.log")
+    }
+
     /// `eval/`: outputs of the `eval` stage.
     pub fn eval_dir(&self) -> PathBuf {
         self.root.join("eval")

@@ -1,7 +1,6 @@
 //! The `lungseg` binary: parses arguments, runs one stage, prints the error chain, sets the exit code.
 
 use anyhow::Context;
-use clap::Parser;
 use lungseg::cli::{Cli, Command};
 use std::process::ExitCode;
 
@@ -17,6 +16,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()
         .init();
@@ -29,7 +29,9 @@ fn install_interrupt_handler() {
         if lungseg::train::INTERRUPTED.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("interrupt: finishing the current step and saving last (Ctrl-C again to abort)");
+        eprintln!(
+            "interrupt: finishing the current step and saving last (Ctrl-C again to abort); continue later with the same command and --resume"
+        );
     });
     if let Err(e) = result {
         tracing::warn!("cannot install the Ctrl-C handler: {e}");
@@ -99,24 +101,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print(); // --help and --version
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print(); // no command: the help, as an error
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
-                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            {
-                let _ = e.print();
-                let code = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    2
-                } else {
-                    0
-                };
-                return ExitCode::from(code);
-            }
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see --help)");
+            // Everything clap says (the error, missing arguments, a "did you mean" tip, the
+            // usage line), on one line.
+            eprintln!("{}", lungseg::cli::one_line_error(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };

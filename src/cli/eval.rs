@@ -3,15 +3,18 @@
 use crate::cli::shared::{CheckpointArg, DeviceArg, ThresholdArg};
 use crate::error::Result;
 use crate::eval::{EvalConfig, EvalSplit};
+use crate::layout::RunDir;
+use crate::run::record::read_run_record;
 use clap::Args;
 use std::path::PathBuf;
 
 /// `lungseg eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A prepared and split data directory.
+    /// A prepared and split data directory [default: the one the run was trained on, from its
+    /// config.json].
     #[arg(long, value_name = "DATA_DIR")]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
     /// A run directory written by `lungseg train`; results go to RUN_DIR/eval/.
     #[arg(long, value_name = "RUN_DIR")]
     pub run: PathBuf,
@@ -38,8 +41,12 @@ pub struct EvalArgs {
 impl EvalArgs {
     /// The validated config.
     pub fn resolve(&self, quiet: bool) -> Result<EvalConfig> {
+        let data = match &self.data {
+            Some(d) => d.clone(),
+            None => read_run_record(&RunDir::new(&self.run))?.config.data,
+        };
         let cfg = EvalConfig {
-            data: self.data.clone(),
+            data,
             run: self.run.clone(),
             split: self.split,
             checkpoint: self.checkpoint.checkpoint,

@@ -36,8 +36,9 @@ pub struct TrainArgs {
     /// U-Net width (64 = the notebook; 8 trains fast on CPU).
     #[arg(long, value_name = "N")]
     pub base_channels: Option<usize>,
-    /// Loss: dice, tversky or dice-bce.
-    #[arg(long, value_name = "KIND")]
+    /// Loss: dice (soft Dice pooled over the batch: the notebook's), tversky (weights FP by
+    /// --tversky-alpha and FN by --tversky-beta) or dice-bce (Dice plus cross-entropy).
+    #[arg(long, value_name = "KIND", hide_possible_values = true)]
     pub loss: Option<LossKind>,
     /// Tversky weight of false positives.
     #[arg(long, value_name = "A")]

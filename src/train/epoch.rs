@@ -4,6 +4,7 @@
 use crate::data::batcher::Batcher;
 use crate::data::patch::{PatchBatch, PatchSampler};
 use crate::data::{Order, ShardStream, SliceIndex, StreamOptions};
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::layout::DataDir;
 use crate::metrics::confusion::{ConfusionCounts, EpochAccumulator, EpochScores};
@@ -118,7 +119,11 @@ impl EpochContext<'_> {
             if step <= state.steps_done {
                 continue; // replaying an interrupted epoch up to where it stopped
             }
+            let step_started = Instant::now();
             let loss = self.step(&batch, opt, epoch, step)?;
+            if step == 1 {
+                self.warn_if_slow_cpu_fallback(step_started.elapsed().as_secs_f64());
+            }
             state.steps_done = step;
             state.partial_loss_sum += f64::from(loss);
             state.partial_patches += batch.batch;
@@ -140,6 +145,23 @@ impl EpochContext<'_> {
             patches: state.partial_patches,
             seconds: started.elapsed().as_secs_f64(),
         }))
+    }
+
+    /// `--device auto` found no GPU and trains a large model on the CPU: says so once, with the
+    /// run's projected time from the first step, instead of a silent hours-long run.
+    fn warn_if_slow_cpu_fallback(&self, first_step_seconds: f64) {
+        let s = self.settings();
+        if self.cfg.device != DeviceSpec::Auto || !self.device.is_cpu() || s.base_channels < 32 {
+            return;
+        }
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        let steps = self.steps();
+        let hours = first_step_seconds * (steps * s.max_epochs) as f64 / 3600.0;
+        ONCE.call_once(|| tracing::warn!(
+            "no GPU found, so --device auto trains the width-{} U-Net on the CPU: {first_step_seconds:.1} s per step, about {hours:.1} h for {} epochs of {steps} steps; on a CUDA machine use `make train FEATURES=cuda` (--device cpu silences this)",
+            s.base_channels,
+            s.max_epochs
+        ));
     }
 
     /// One optimizer step on `batch`; returns its loss.

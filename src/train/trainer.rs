@@ -19,6 +19,7 @@ use crate::run::status::StopReason;
 use crate::train::commit::Save;
 use crate::train::early_stop::{EarlyStopping, EpochDecision};
 use crate::train::epoch::{EpochContext, TrainedEpoch, Validation};
+use crate::train::log::{next_commands, TrainLog};
 use crate::train::report::TrainReport;
 use crate::train::start::{decide_start, Start};
 use crate::train::state::{load_optimizer, stage_last, TrainState};
@@ -75,6 +76,7 @@ struct Trainer<'a> {
     opt: Adam,
     state: TrainState,
     rows: Vec<EpochMetrics>,
+    log: TrainLog,
 }
 
 fn tensor_err(what: &'static str) -> impl Fn(candle_core::Error) -> Error {
@@ -120,6 +122,7 @@ impl<'a> Trainer<'a> {
                 (TrainState::start(stopping), Vec::new())
             }
         };
+        let log = TrainLog::open(&run_dir);
         Ok(Self {
             cfg,
             run_dir,
@@ -129,12 +132,13 @@ impl<'a> Trainer<'a> {
             opt,
             state,
             rows,
+            log,
         })
     }
 
     /// Writes `config.json`: the resolved config, data fingerprint, device and split sizes.
     fn write_record(
-        &self,
+        &mut self,
         data_fingerprint: &str,
         train: &SliceIndex,
         val: &SliceIndex,
@@ -154,13 +158,17 @@ impl<'a> Trainer<'a> {
                 val_slices: val.len(),
             },
         )?;
-        tracing::info!(
-            "training on {device_name}: {} train slices, {} val slices, base {} channels, up to {} epochs",
+        let line = format!(
+            "training on {device_name}: {} train slices, {} val slices, base {} channels, up to {} epochs (lungseg {}, {})",
             train.len(),
             val.len(),
             s.base_channels,
-            s.max_epochs
+            s.max_epochs,
+            env!("CARGO_PKG_VERSION"),
+            self.cfg.run.display()
         );
+        tracing::info!("{line}");
+        self.log.line(&line);
         Ok(())
     }
 
@@ -197,7 +205,9 @@ impl<'a> Trainer<'a> {
             save_weights(&self.varmap, &save.stage(&self.run_dir.best_checkpoint()))?;
         }
         let row = self.epoch_row(epoch, &trained, &validation, decision, started);
-        self.log_epoch(&row, &trained);
+        let line = self.epoch_line(&row, &trained);
+        tracing::info!("{line}");
+        self.log.line(&line);
         self.rows.push(row);
         write_epochs(&save.stage(&self.run_dir.epochs()), &self.rows)?;
         stage_last(&mut save, &self.run_dir, &self.varmap, &self.opt)?;
@@ -245,8 +255,9 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    fn log_epoch(&self, r: &EpochMetrics, trained: &TrainedEpoch) {
-        tracing::info!(
+    /// The epoch's line in the terminal and in `train.log`.
+    fn epoch_line(&self, r: &EpochMetrics, trained: &TrainedEpoch) -> String {
+        format!(
             "epoch {}/{}: train loss {:.4}, val loss {:.4}, recall {:.3}, precision {:.3}, Dice {:.3}, {} {:.3}{} ({:.0} patches/s)",
             r.epoch,
             self.cfg.settings.max_epochs,
@@ -259,22 +270,30 @@ impl<'a> Trainer<'a> {
             r.monitor_value,
             if r.improved { ", best so far" } else { "" },
             trained.patches_per_second()
-        );
+        )
     }
 
-    /// The report, after warning when no epoch was good enough to keep.
-    fn finish(self) -> TrainReport {
+    /// The report, after warning when no epoch was good enough to keep; `train.log` ends with
+    /// the summary and the commands to run next.
+    fn finish(mut self) -> TrainReport {
         if !self.run_dir.best_checkpoint().exists() {
-            tracing::warn!(
+            let line = format!(
                 "no epoch reached precision >= {}; best.safetensors was not written",
                 self.cfg.settings.min_precision
             );
+            tracing::warn!("{line}");
+            self.log.line(&line);
         }
-        TrainReport {
+        let report = TrainReport {
             skipped: false,
             epochs: self.rows,
             stop_reason: self.state.stop_reason,
             device: device::describe(&self.device),
-        }
+        };
+        let next = next_commands(&self.cfg.data, &self.run_dir);
+        self.log.line(&report.summary());
+        self.log.line(&next);
+        tracing::info!("{next}");
+        report
     }
 }
