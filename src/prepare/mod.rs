@@ -101,6 +101,7 @@ fn clear_outputs(data: &DataDir) -> Result<()> {
 pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
     cfg.settings.validate()?;
     let input = check_paths(cfg)?;
+    let started = Instant::now();
     let pool = build::decode_pool(cfg.settings.threads)?;
     let tree = build::walk_tree(&pool, &input);
     if tree.jobs.is_empty() {
@@ -138,7 +139,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
         );
     }
     clear_outputs(&data)?;
-    let written = write_outputs(cfg, &data, &pool, tree, identity);
+    let written = write_outputs(cfg, &data, (&pool, tree, started), identity);
     if written.is_err() {
         // A failed write (a full disk, say) leaves no shard, table or temporary behind: the
         // directory is as incomplete as before, and holds nothing a rerun would have to clear.
@@ -149,16 +150,15 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
     written
 }
 
-/// Builds the shards and tables, then writes `prepare.json` last.
+/// Builds the shards and tables from the walked `tree` on `pool`, then writes `prepare.json`
+/// last, with the seconds since `started` (before the walk).
 fn write_outputs(
     cfg: &PrepareConfig,
     data: &DataDir,
-    pool: &rayon::ThreadPool,
-    tree: walk::TreeWalk,
+    (pool, tree, started): (&rayon::ThreadPool, walk::TreeWalk, Instant),
     input: InputIdentity,
 ) -> Result<PrepareReport> {
     std::fs::create_dir_all(data.shards_dir()).at(data.shards_dir())?;
-    let started = Instant::now();
     let counts = build::build(cfg, data, pool, tree)?;
     let counts = PrepareCounts {
         seconds: started.elapsed().as_secs_f64(),

@@ -599,6 +599,43 @@ mod tests {
     }
 
     #[test]
+    fn odd_bytes_stay_distinct_in_names_and_in_mask_pairing() {
+        use std::os::unix::ffi::OsStrExt;
+        let os = |b: &[u8]| std::ffi::OsStr::from_bytes(b).to_os_string();
+        assert_eq!(
+            escaped(Path::new(&os(b"P-\xff/n\xc3\xa9"))),
+            "P-\\xff/n\u{e9}"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let n = d.path().join("P1/n1");
+        touch(&n.join("images").join(os(b"a\xff.png")));
+        touch(&n.join("mask-0").join(os(b"a\xfe.png")));
+        touch(&n.join("mask-1").join(os(b"a\xff.png")));
+        touch(&d.path().join(os(b"P\xff")).join("n1/images/s.png"));
+        let w = walk(d.path());
+        assert_eq!(w.jobs.len(), 1);
+        let masks: Vec<bool> = w.jobs[0].masks.iter().map(Option::is_some).collect();
+        assert_eq!(
+            masks,
+            [false, true, false, false],
+            "masks pair by exact name"
+        );
+        let mut codes: Vec<(&str, &str)> = w
+            .rejects
+            .iter()
+            .map(|r| (r.reason.code(), r.path.as_str()))
+            .collect();
+        codes.sort();
+        assert_eq!(
+            codes,
+            [
+                ("non_utf8_name", "P\\xff"),
+                ("orphan_mask", "P1/n1/mask-0/a\u{fffd}.png")
+            ]
+        );
+    }
+
+    #[test]
     fn stray_names() {
         for n in [".DS_Store", "Thumbs.db", "readme.TXT", ".hidden"] {
             assert!(is_stray_file(n), "{n}");
