@@ -105,7 +105,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
     let pool = build::decode_pool(cfg.settings.threads)?;
     let tree = build::walk_tree(&pool, &input);
     if tree.jobs.is_empty() {
-        tree.rejects.iter().for_each(reject::Reject::log);
+        // One line that says why, not a warning per folder of a tree read at the wrong level.
         return Err(input_level::no_slices(&input, &tree));
     }
     let identity = identity::identity(&input, &tree);
