@@ -2,6 +2,8 @@
 
 use crate::cli::shared::{CheckpointArg, DeviceArg, ThresholdArg};
 use crate::error::Result;
+use crate::infer::tiled::DEFAULT_WINDOW_BYTES;
+use crate::pixels::limits::DEFAULT_MAX_PIXELS;
 use crate::predict::PredictConfig;
 use clap::Args;
 use std::path::PathBuf;
@@ -28,6 +30,15 @@ pub struct PredictArgs {
     pub checkpoint: CheckpointArg,
     #[command(flatten)]
     pub device: DeviceArg,
+    /// A PNG whose header declares more than N pixels (width x height) fails before it is
+    /// decoded, and no file is read past what such an image can take. Slices of any size under
+    /// the cap run in tiles of bounded memory (the rest grows by ~12 bytes a pixel).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Memory budget of the network's pass over one tile, in MiB: slices that need more run in
+    /// overlapping tiles that fit it (same result, some recomputation at the tile edges).
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_WINDOW_BYTES >> 20)]
+    pub tile_mib: u64,
 }
 
 impl PredictArgs {
@@ -41,6 +52,8 @@ impl PredictArgs {
             probabilities: self.probabilities,
             checkpoint: self.checkpoint.checkpoint,
             device: self.device.device,
+            max_pixels: self.max_pixels,
+            window_bytes: self.tile_mib.saturating_mul(1 << 20),
         };
         cfg.validate()?;
         Ok(cfg)

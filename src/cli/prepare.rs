@@ -48,6 +48,11 @@ pub struct PrepareArgs {
     /// zstd [default: none].
     #[arg(long, value_enum, value_name = "CODEC")]
     pub image_compression: Option<ImageCompression>,
+    /// Reject PNGs whose header declares more than N pixels (width x height) as too_large,
+    /// before decoding them; no file is read past what such an image can take
+    /// [default: 16777216 = 4096x4096].
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<u64>,
     /// A TOML file replacing pipeline/prepare.toml's defaults.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -67,6 +72,7 @@ impl PrepareArgs {
         s.min_size = self.min_size.unwrap_or(s.min_size);
         s.hu_offset = self.hu_offset.unwrap_or(s.hu_offset);
         s.image_compression = self.image_compression.unwrap_or(s.image_compression);
+        s.max_pixels = self.max_pixels.unwrap_or(s.max_pixels);
         s.validate()?;
         Ok(PrepareConfig {
             input: self.input.clone(),

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::json::read_json;
 use crate::layout::DataDir;
 use crate::pixels::intensity::{IntensityRules, WindowMode};
+use crate::pixels::limits::DEFAULT_MAX_PIXELS;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -34,6 +35,15 @@ pub struct PrepareSettings {
     /// How the shards' `image` column is stored (the other columns are always zstd).
     #[serde(default = "ImageCompression::before_the_setting")]
     pub image_compression: ImageCompression,
+    /// PNGs declaring more pixels (width x height) are rejected as `too_large` before anything
+    /// is allocated for them; files longer than such an image can be are not read to the end.
+    #[serde(default = "default_max_pixels")]
+    pub max_pixels: u64,
+}
+
+/// The cap of data directories written before the setting existed, and the built-in default.
+fn default_max_pixels() -> u64 {
+    DEFAULT_MAX_PIXELS
 }
 
 impl PrepareSettings {
@@ -59,6 +69,9 @@ impl PrepareSettings {
             return Err(Error::Usage(
                 "shard_rows and row_group_rows must be positive".into(),
             ));
+        }
+        if self.max_pixels == 0 {
+            return Err(Error::Usage("max_pixels must be positive".into()));
         }
         Ok(())
     }
@@ -120,6 +133,20 @@ pub struct PrepareCounts {
     pub seconds: f64,
 }
 
+/// Which tree a data directory was prepared from, so that a rerun from another tree (or from a
+/// tree that changed) is not taken for "already complete".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputIdentity {
+    /// The input tree's canonical path.
+    pub path: PathBuf,
+    /// Image files the walk found (slice jobs and duplicates).
+    pub slice_files: usize,
+    /// FNV-1a 64 (hex) of the walk's result: every image's path relative to the root with the
+    /// raters that have a mask for it, and every rejected path with its reason. Computed from
+    /// the listing alone, so it sees added, removed and renamed files but not edits in place.
+    pub signature: String,
+}
+
 /// What `prepare.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrepareRecord {
@@ -127,6 +154,9 @@ pub struct PrepareRecord {
     pub version: String,
     /// The resolved config.
     pub config: PrepareConfig,
+    /// The input tree; absent in records written before it was kept.
+    #[serde(default)]
+    pub input: Option<InputIdentity>,
     /// The counts.
     pub counts: PrepareCounts,
 }

@@ -1,9 +1,10 @@
 //! Inference with a trained U-Net on whole slices: loading a run's network, and the one
 //! whole-slice path (pad to a multiple of 4, forward in evaluation mode, crop back) that
-//! validation, `eval` and `predict` share.
+//! validation, `eval` and `predict` share, also in tiles of bounded memory for large slices.
 
 pub mod batch;
 pub mod model;
+pub mod tiled;
 
 pub use batch::WholeSliceBatch;
 pub use model::LoadedModel;

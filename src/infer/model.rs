@@ -4,6 +4,7 @@
 use crate::data::SliceSample;
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, Result};
+use crate::infer::tiled::{self, Tiling};
 use crate::infer::Predictions;
 use crate::layout::RunDir;
 use crate::model::{UNet, UNetConfig};
@@ -68,5 +69,19 @@ impl LoadedModel {
     /// Runs the network on whole slices at native size (see [`crate::infer::predict`]).
     pub fn predict(&self, samples: Vec<SliceSample>) -> Result<Predictions> {
         crate::infer::predict(&self.model, &self.device, samples)
+    }
+
+    /// The probabilities of one `height`x`width` slice at native size, computed in tiles whose
+    /// forward passes take about `window_bytes` each whatever the slice's size, and equal to
+    /// [`LoadedModel::predict`]'s (see [`crate::infer::tiled`]).
+    pub fn probabilities(
+        &self,
+        image: &[f32],
+        size: (usize, usize),
+        window_bytes: u64,
+    ) -> Result<Vec<f32>> {
+        let base_channels = self.record.config.settings.base_channels;
+        let tiling = Tiling::within(window_bytes, base_channels, size);
+        tiled::probabilities(&self.model, &self.device, image, size, tiling)
     }
 }

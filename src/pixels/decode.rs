@@ -2,6 +2,9 @@
 //! 16-bit samples (which hold HU + offset) at full depth.
 
 use crate::pixels::gray_png::GrayPngScratch;
+use crate::pixels::limits::{
+    declared_size, too_large_message, too_many_pixels, DEFAULT_MAX_PIXELS,
+};
 use crate::pixels::samples::{GraySamples, GrayView};
 
 /// A decoded grayscale plane.
@@ -28,6 +31,43 @@ pub enum DecodeFailure {
     Unsupported(String),
     /// Zero width or height.
     Empty,
+    /// The header declares more pixels than the cap; nothing was allocated for them.
+    TooLarge {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The cap.
+        max_pixels: u64,
+    },
+}
+
+impl DecodeFailure {
+    /// Why the file is unusable, in words.
+    pub fn message(&self) -> String {
+        match self {
+            DecodeFailure::Corrupt(m) => format!("not a readable PNG: {m}"),
+            DecodeFailure::Unsupported(m) => m.clone(),
+            DecodeFailure::Empty => "zero width or height".into(),
+            DecodeFailure::TooLarge {
+                width,
+                height,
+                max_pixels,
+            } => too_large_message(u64::from(*width), u64::from(*height), *max_pixels),
+        }
+    }
+
+    /// `Err(TooLarge)` when `width x height` is over `max_pixels`.
+    fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), Self> {
+        if too_many_pixels(u64::from(width), u64::from(height), max_pixels) {
+            return Err(DecodeFailure::TooLarge {
+                width,
+                height,
+                max_pixels,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// libpng's fixed-point RGB→gray weights, as OpenCV sets them with
@@ -56,9 +96,10 @@ pub fn gray_from_rgb16(r: u16, g: u16, b: u16) -> u16 {
     ((sum + 16384) >> 15).min(u64::from(u16::MAX)) as u16
 }
 
-/// Decodes PNG bytes into a grayscale plane. Alpha is dropped, as OpenCV does.
-pub fn decode_png(bytes: &[u8]) -> Result<GrayPlane, DecodeFailure> {
-    let mut scratch = PngScratch::default();
+/// Decodes PNG bytes into a grayscale plane, refusing images over `max_pixels`. Alpha is
+/// dropped, as OpenCV does.
+pub fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<GrayPlane, DecodeFailure> {
+    let mut scratch = PngScratch::new(max_pixels);
     let view = scratch.decode(bytes)?;
     Ok(GrayPlane {
         height: view.height,
@@ -73,8 +114,9 @@ pub fn decode_png(bytes: &[u8]) -> Result<GrayPlane, DecodeFailure> {
 }
 
 /// Decoder buffers reused across files, so that decoding a slice allocates nothing once they
-/// have grown: one per worker thread.
-#[derive(Debug, Default)]
+/// have grown: one per worker thread. Files whose header declares more than `max_pixels` are
+/// refused before either decoder allocates anything for them.
+#[derive(Debug)]
 pub struct PngScratch {
     /// The PNG's decoded output, before any gray conversion.
     raw: Vec<u8>,
@@ -84,16 +126,38 @@ pub struct PngScratch {
     gray16: Vec<u16>,
     /// The one-shot path for plain gray PNGs, tried first.
     gray: GrayPngScratch,
+    /// The cap on declared width x height.
+    max_pixels: u64,
 }
 
-/// The most bytes one decoded frame may take (png's own default is 64 MiB).
-const MAX_DECODED_BYTES: usize = 1 << 30;
+impl Default for PngScratch {
+    /// A scratch with the default cap, [`DEFAULT_MAX_PIXELS`].
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_PIXELS)
+    }
+}
+
+/// The most bytes the `png` crate may allocate for itself (chunk data, line buffers): its own
+/// default. The frame buffer is ours and bounded by the pixel cap.
+const PNG_CRATE_BYTES: usize = 64 << 20;
 
 impl PngScratch {
-    /// Decodes a clean 8- or 16-bit gray PNG in one shot (see [`GrayPngScratch::decode`]) and
-    /// returns its (height, width); `None` sends the file to [`PngScratch::decode`].
+    /// Empty buffers and a cap of `max_pixels` pixels a file.
+    pub fn new(max_pixels: u64) -> Self {
+        Self {
+            raw: Vec::new(),
+            gray8: Vec::new(),
+            gray16: Vec::new(),
+            gray: GrayPngScratch::default(),
+            max_pixels,
+        }
+    }
+
+    /// Decodes a clean 8- or 16-bit gray PNG under the cap in one shot (see
+    /// [`GrayPngScratch::decode`]) and returns its (height, width); `None` sends the file to
+    /// [`PngScratch::decode`].
     pub fn decode_plain_gray(&mut self, bytes: &[u8]) -> Option<(usize, usize)> {
-        self.gray.decode(bytes)
+        self.gray.decode(bytes, self.max_pixels)
     }
 
     /// The plane [`PngScratch::decode_plain_gray`] accepted last.
@@ -114,6 +178,11 @@ impl PngScratch {
     /// files, the common case, go through the one-shot decoder in `gray_png` first, which
     /// answers only for files it reads completely and identically.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<GrayView<'_>, DecodeFailure> {
+        // The header is checked before either decoder sees the file: the png crate sizes line
+        // buffers from it while reading the header, and our frame buffer after.
+        if let Some((width, height)) = declared_size(bytes) {
+            DecodeFailure::check_size(width, height, self.max_pixels)?;
+        }
         if let Some((height, width)) = self.decode_plain_gray(bytes) {
             return Ok(self.plain_gray_view(height, width));
         }
@@ -121,12 +190,14 @@ impl PngScratch {
         let mut decoder = png::Decoder::new_with_limits(
             std::io::Cursor::new(bytes),
             png::Limits {
-                bytes: MAX_DECODED_BYTES,
+                bytes: PNG_CRATE_BYTES,
             },
         );
         decoder.set_transformations(png::Transformations::EXPAND);
         let mut reader = decoder.read_info().map_err(corrupt)?;
-        let (width, height) = (reader.info().width as usize, reader.info().height as usize);
+        let info = reader.info();
+        DecodeFailure::check_size(info.width, info.height, self.max_pixels)?;
+        let (width, height) = (info.width as usize, info.height as usize);
         if width == 0 || height == 0 {
             return Err(DecodeFailure::Empty);
         }
@@ -353,7 +424,79 @@ mod tests {
             };
             let got = (v.height, v.width, v.bits(), samples, v.was_colour);
             assert_eq!(got, reference(png_bytes), "{name}");
-            assert_eq!(decode_png(png_bytes).unwrap().samples, got.3, "{name}");
+            assert_eq!(
+                decode_png(png_bytes, DEFAULT_MAX_PIXELS).unwrap().samples,
+                got.3,
+                "{name}"
+            );
+        }
+    }
+
+    fn decode_png_default(bytes: &[u8]) -> Result<GrayPlane, DecodeFailure> {
+        decode_png(bytes, DEFAULT_MAX_PIXELS)
+    }
+
+    /// A tiny PNG whose IHDR is rewritten to declare `width x height` (CRC fixed): the header of
+    /// a decompression bomb, with image data for one pixel.
+    fn bomb(colour: png::ColorType, depth: png::BitDepth, width: u32, height: u32) -> Vec<u8> {
+        let bytes_per_pixel = colour.samples()
+            * if depth == png::BitDepth::Sixteen {
+                2
+            } else {
+                1
+            };
+        let mut b = raw_png(1, 1, colour, depth, None, None, &vec![0; bytes_per_pixel]);
+        b[16..20].copy_from_slice(&width.to_be_bytes());
+        b[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32fast::hash(&b[12..29]);
+        b[29..33].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn bombs_are_refused_before_any_buffer_is_sized_for_them() {
+        use png::{BitDepth, ColorType};
+        for (colour, depth) in [
+            (ColorType::Grayscale, BitDepth::Eight),
+            (ColorType::Grayscale, BitDepth::Sixteen),
+            (ColorType::Rgba, BitDepth::Eight),
+            (ColorType::Rgba, BitDepth::Sixteen),
+        ] {
+            let b = bomb(colour, depth, 60000, 60000);
+            assert!(b.len() < 400, "{}", b.len());
+            let mut scratch = PngScratch::default();
+            let err = scratch.decode(&b).unwrap_err();
+            assert_eq!(
+                err,
+                DecodeFailure::TooLarge {
+                    width: 60000,
+                    height: 60000,
+                    max_pixels: DEFAULT_MAX_PIXELS
+                },
+                "{colour:?} {depth:?}"
+            );
+            assert!(err.message().contains("60000x60000"), "{}", err.message());
+            let sized =
+                scratch.raw.capacity() + scratch.gray8.capacity() + scratch.gray16.capacity();
+            assert_eq!(sized, 0, "{colour:?} {depth:?}");
+        }
+        // The cap is inclusive, on the png crate's path (RGB) and the one-shot path (gray).
+        for colour in [png::ColorType::Rgb, png::ColorType::Grayscale] {
+            let samples = colour.samples();
+            let b = raw_png(
+                7,
+                5,
+                colour,
+                BitDepth::Eight,
+                None,
+                None,
+                &vec![3; 35 * samples],
+            );
+            assert!(PngScratch::new(35).decode(&b).is_ok(), "{colour:?}");
+            assert!(matches!(
+                PngScratch::new(34).decode(&b),
+                Err(DecodeFailure::TooLarge { .. })
+            ));
         }
     }
 
@@ -377,29 +520,32 @@ mod tests {
     #[test]
     fn decodes_gray_colour_and_16_bit() {
         let g = image::GrayImage::from_raw(2, 1, vec![0, 255]).unwrap();
-        let p = decode_png(&png(DynamicImage::ImageLuma8(g))).unwrap();
+        let p = decode_png_default(&png(DynamicImage::ImageLuma8(g))).unwrap();
         assert_eq!((p.height, p.width, p.bits, p.was_colour), (1, 2, 8, false));
         assert_eq!(p.samples, vec![0, 255]);
 
         let c = image::RgbaImage::from_raw(1, 1, vec![200, 100, 50, 7]).unwrap();
-        let p = decode_png(&png(DynamicImage::ImageRgba8(c))).unwrap();
+        let p = decode_png_default(&png(DynamicImage::ImageRgba8(c))).unwrap();
         assert_eq!((p.samples[0], p.was_colour), (124, true));
 
         let h =
             image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(1, 1, vec![1024]).unwrap();
-        let p = decode_png(&png(DynamicImage::ImageLuma16(h))).unwrap();
+        let p = decode_png_default(&png(DynamicImage::ImageLuma16(h))).unwrap();
         assert_eq!((p.bits, p.samples[0]), (16, 1024));
     }
 
     #[test]
     fn garbage_and_truncated_bytes_are_corrupt() {
         assert!(matches!(
-            decode_png(b"not a png"),
+            decode_png_default(b"not a png"),
             Err(DecodeFailure::Corrupt(_))
         ));
         let g = image::GrayImage::from_raw(8, 8, vec![9; 64]).unwrap();
         let bytes = png(DynamicImage::ImageLuma8(g));
         let cut = &bytes[..bytes.len() / 2];
-        assert!(matches!(decode_png(cut), Err(DecodeFailure::Corrupt(_))));
+        assert!(matches!(
+            decode_png_default(cut),
+            Err(DecodeFailure::Corrupt(_))
+        ));
     }
 }

@@ -4,9 +4,7 @@
 //! completely and cleanly; anything else goes to the `png` crate, which stays the authority on
 //! every other format and on every error message.
 
-/// PNG files start with these 8 bytes.
-const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
-
+use crate::pixels::limits::{too_many_pixels, PNG_SIGNATURE as SIGNATURE};
 use crate::pixels::samples::GraySamples;
 
 /// Buffers reused from file to file.
@@ -34,17 +32,21 @@ struct Header {
 }
 
 impl GrayPngScratch {
-    /// Decodes `bytes` when they are a clean, non-interlaced 8- or 16-bit gray PNG with only
-    /// IHDR, IDAT and IEND chunks and valid checksums, and returns its (height, width); the
-    /// samples are then in [`GrayPngScratch::samples`]. Returns `None` for anything else (other
-    /// formats, other chunks, any damage), and the caller then uses the `png` crate.
-    pub fn decode(&mut self, bytes: &[u8]) -> Option<(usize, usize)> {
+    /// Decodes `bytes` when they are a clean, non-interlaced 8- or 16-bit gray PNG of at most
+    /// `max_pixels` pixels with only IHDR, IDAT and IEND chunks and valid checksums, and returns
+    /// its (height, width); the samples are then in [`GrayPngScratch::samples`]. Returns `None`
+    /// for anything else (other formats, other chunks, any damage, too many pixels: nothing is
+    /// allocated for those), and the caller then uses the `png` crate.
+    pub fn decode(&mut self, bytes: &[u8], max_pixels: u64) -> Option<(usize, usize)> {
         let (header, idat) = self.parse(bytes)?;
         let Header {
             width,
             height,
             bytes_per_sample,
         } = header;
+        if too_many_pixels(width as u64, height as u64, max_pixels) {
+            return None;
+        }
         let row_bytes = width.checked_mul(bytes_per_sample)?;
         let filtered_len = row_bytes.checked_add(1)?.checked_mul(height)?;
         if filtered_len > MAX_FILTERED_BYTES {
@@ -384,7 +386,7 @@ mod tests {
     }
 
     fn fast(scratch: &mut GrayPngScratch, bytes: &[u8]) -> Option<(usize, usize, Vec<u16>)> {
-        let (h, w) = scratch.decode(bytes)?;
+        let (h, w) = scratch.decode(bytes, u64::MAX)?;
         let samples = match scratch.samples() {
             GraySamples::Eight(v) => v.iter().map(|&x| u16::from(x)).collect(),
             GraySamples::Sixteen(v) => v.to_vec(),
@@ -542,9 +544,14 @@ mod tests {
             ("not a png", b"GIF89a".to_vec()),
         ];
         for (name, case) in &cases {
-            assert_eq!(scratch.decode(case), None, "{name}");
+            assert_eq!(scratch.decode(case, u64::MAX), None, "{name}");
         }
-        assert!(scratch.decode(&bytes).is_some());
+        // More pixels than the cap: refused before any buffer is sized for them.
+        let mut fresh = GrayPngScratch::default();
+        assert_eq!(fresh.decode(&bytes, 63), None, "8x8 over a cap of 63");
+        assert_eq!(fresh.filtered.capacity() + fresh.plane.capacity(), 0);
+        assert!(fresh.decode(&bytes, 64).is_some());
+        assert!(scratch.decode(&bytes, u64::MAX).is_some());
     }
 
     #[test]

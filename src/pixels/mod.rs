@@ -1,7 +1,10 @@
-//! Image files to gray sample planes and intensities in [0, 1]: the PNG decoders and the intensity
-//! rules, shared by `prepare` and `predict`.
+//! Image files to gray sample planes and intensities in [0, 1]: reading files under a size cap,
+//! the PNG decoders with their pixel cap, and the intensity rules, shared by `prepare` and
+//! `predict`.
 
 pub mod decode;
+pub mod file_bytes;
 pub mod gray_png;
 pub mod intensity;
+pub mod limits;
 pub mod samples;

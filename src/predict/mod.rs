@@ -3,23 +3,29 @@
 //! overlay and optionally a 16-bit probability map per file.
 //!
 //! A file that cannot be read or decoded is reported (path first) and skipped; the others are
-//! still processed. The report lists the failures; the binary then exits with 1.
+//! still processed. The report lists the failures; the binary then exits with 1. Only regular
+//! files are read, none past the size an image of `--max-pixels` can take, and PNGs declaring
+//! more pixels are refused before decoding; large slices run through the network in tiles, so
+//! memory grows with the image only by a few bytes a pixel. No output ever replaces an input.
 
-use crate::atomic::write_atomic;
+mod inputs;
+mod png_out;
+
 use crate::data::prepare_record::PrepareSettings;
-use crate::data::SliceSample;
 use crate::device::DeviceSpec;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::infer::model::LoadedModel;
-use crate::infer::NativeSlice;
 use crate::layout::{DataDir, RunDir};
-use crate::overlay::{png_bytes, prediction_overlay};
-use crate::pixels::decode::{decode_png, DecodeFailure};
-use crate::pixels::intensity::IntensityRules;
+use crate::overlay::{prediction_overlay, SCALE};
+use crate::pixels::decode::PngScratch;
+use crate::pixels::file_bytes::read_regular_file;
+use crate::pixels::intensity::{IntensityLut, IntensityRules};
+use crate::pixels::limits::max_file_bytes;
 use crate::run::checkpoint::CheckpointChoice;
 use crate::run::record::read_run_record;
 use crate::run::settings::check_threshold;
-use image::{DynamicImage, GrayImage, ImageBuffer, Luma};
+use inputs::{check_no_overwrite, list_inputs};
+use png_out::{write_png_rows, RowFormat};
 use std::path::{Path, PathBuf};
 
 /// The resolved, validated `predict` config.
@@ -39,15 +45,31 @@ pub struct PredictConfig {
     pub checkpoint: CheckpointChoice,
     /// Inference device.
     pub device: DeviceSpec,
+    /// PNGs declaring more pixels (width x height) fail before they are decoded.
+    pub max_pixels: u64,
+    /// Memory budget of one tile's forward pass, in bytes.
+    pub window_bytes: u64,
 }
 
 impl PredictConfig {
     /// Checks value ranges before any work starts.
     pub fn validate(&self) -> Result<()> {
+        if self.max_pixels == 0 || self.window_bytes == 0 {
+            return Err(Error::Usage(
+                "--max-pixels and --tile-mib must be positive".into(),
+            ));
+        }
         match self.threshold {
             Some(t) => check_threshold(t),
             None => Ok(()),
         }
+    }
+
+    /// The output files written for an input stem, with `--probabilities` or not.
+    fn outputs(&self, stem: &str) -> Vec<String> {
+        let names = output_names(stem);
+        let n = if self.probabilities { 3 } else { 2 };
+        names.into_iter().take(n).collect()
     }
 }
 
@@ -90,27 +112,32 @@ pub fn output_names(stem: &str) -> [String; 3] {
     ]
 }
 
-/// Runs the command. A missing run, an unusable checkpoint or a missing input is an error;
-/// per-file failures are collected in the report.
+/// Runs the command. A missing run, an unusable checkpoint, a missing input or an output that
+/// would replace an input is an error; per-file failures are collected in the report.
 pub fn run(cfg: &PredictConfig) -> Result<PredictReport> {
     cfg.validate()?;
     let run_dir = RunDir::new(&cfg.run);
     let model = LoadedModel::load(&run_dir, cfg.checkpoint, cfg.device)?;
     let threshold = cfg.threshold.unwrap_or(model.threshold());
-    let rules = intensity_rules(&run_dir)?;
+    let lut = IntensityLut::new(&intensity_rules(&run_dir)?);
     let inputs = list_inputs(&cfg.input)?;
-    std::fs::create_dir_all(&cfg.out).at(&cfg.out)?;
+    check_no_overwrite(&inputs, &cfg.out, |stem| cfg.outputs(stem))?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let mut report = PredictReport {
         threshold,
         out: cfg.out.clone(),
         ..PredictReport::default()
     };
-    for path in inputs {
-        match predict_one(&model, &rules, &path, cfg, threshold) {
-            Ok(()) => report.written.push(path),
+    for input in inputs {
+        let outcome = match input.unusable {
+            Some(why) => Err(Error::input(&input.path, why)),
+            None => predict_one(&model, &lut, &input.path, cfg, threshold),
+        };
+        match outcome {
+            Ok(()) => report.written.push(input.path),
             Err(e) => {
                 tracing::error!("{e}");
-                report.failed.push((path, e.to_string()));
+                report.failed.push((input.path, e.to_string()));
             }
         }
     }
@@ -135,109 +162,85 @@ fn intensity_rules(run: &RunDir) -> Result<IntensityRules> {
     Ok(defaults.intensity())
 }
 
-/// The PNG files to read: the file itself, or a directory's `*.png` files, sorted.
-fn list_inputs(input: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(input).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::input(input, "not found")
-        } else {
-            Error::io(input, e)
-        }
-    })?;
-    if meta.is_file() {
-        return Ok(vec![input.to_path_buf()]);
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(input).at(input)? {
-        let path = entry.at(input)?.path();
-        let is_png = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-        if is_png && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::input(input, "no .png files in this directory"));
-    }
-    Ok(files)
-}
-
-fn decode_failure(path: &Path, f: DecodeFailure) -> Error {
-    let message = match f {
-        DecodeFailure::Corrupt(m) => format!("not a readable PNG: {m}"),
-        DecodeFailure::Unsupported(m) => m,
-        DecodeFailure::Empty => "empty image".to_string(),
-    };
-    Error::input(path, message)
+/// The intensities of the PNG at `path` and its (height, width): the file is read only if it is
+/// a regular file no longer than an image of `max_pixels` can be, and decoded only if its
+/// header declares at most `max_pixels`.
+fn read_slice(
+    path: &Path,
+    lut: &IntensityLut,
+    max_pixels: u64,
+) -> Result<(Vec<f32>, (usize, usize))> {
+    let bytes =
+        read_regular_file(path, max_file_bytes(max_pixels)).map_err(|e| Error::io(path, e))?;
+    let mut png = PngScratch::new(max_pixels);
+    let plane = png
+        .decode(&bytes)
+        .map_err(|f| Error::input(path, f.message()))?;
+    Ok((lut.map(plane.samples), (plane.height, plane.width)))
 }
 
 fn predict_one(
     model: &LoadedModel,
-    rules: &IntensityRules,
+    lut: &IntensityLut,
     path: &Path,
     cfg: &PredictConfig,
     threshold: f64,
 ) -> Result<()> {
-    let bytes = std::fs::read(path).at(path)?;
-    let plane = decode_png(&bytes).map_err(|f| decode_failure(path, f))?;
-    let (h, w) = (plane.height, plane.width);
-    let image: Vec<f32> = plane
-        .samples
-        .iter()
-        .map(|&s| rules.map(s, plane.bits))
-        .collect();
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "input".into());
-    let predictions = model.predict(vec![SliceSample {
-        slice_id: stem.clone(),
-        patient_id: String::new(),
-        height: h,
-        width: w,
-        image,
-        mask: vec![0; h * w],
-    }])?;
-    let NativeSlice { image, probs, .. } = predictions.slice(0);
+    let (image, (h, w)) = read_slice(path, lut, cfg.max_pixels)?;
+    let probs = model.probabilities(&image, (h, w), cfg.window_bytes)?;
     let t = threshold as f32;
-    let pred: Vec<bool> = probs.iter().map(|&p| p > t).collect();
-    let [mask_name, overlay_name, prob_name] = output_names(&stem);
-
-    let mask = GrayImage::from_raw(
-        w as u32,
-        h as u32,
-        pred.iter().map(|&p| if p { 255 } else { 0 }).collect(),
-    );
-    write_image(mask.map(DynamicImage::ImageLuma8), &cfg.out.join(mask_name))?;
-    let overlay = prediction_overlay(&image, &pred, h, w);
-    write_image(
-        Some(DynamicImage::ImageRgb8(overlay)),
-        &cfg.out.join(overlay_name),
+    let row = |y: usize| y * w..(y + 1) * w;
+    let names = cfg.outputs(&stem_of(path));
+    write_png_rows(
+        &cfg.out.join(&names[0]),
+        (w, h),
+        RowFormat::Gray8,
+        |y, out| {
+            for (o, &p) in out.iter_mut().zip(&probs[row(y)]) {
+                *o = if p > t { 255 } else { 0 };
+            }
+        },
     )?;
-    if cfg.probabilities {
-        let prob = ImageBuffer::<Luma<u16>, Vec<u16>>::from_raw(
-            w as u32,
-            h as u32,
-            probs.iter().map(|&p| probability_sample(p)).collect(),
-        );
-        write_image(
-            prob.map(DynamicImage::ImageLuma16),
+    // The overlay is rendered one slice row at a time (SCALE output rows each).
+    let mut rendered: Option<(usize, image::RgbImage)> = None;
+    let size = (w * SCALE, h * SCALE);
+    write_png_rows(&cfg.out.join(&names[1]), size, RowFormat::Rgb8, |y, out| {
+        let src = y / SCALE;
+        if rendered.as_ref().is_none_or(|(at, _)| *at != src) {
+            let pred: Vec<bool> = probs[row(src)].iter().map(|&p| p > t).collect();
+            rendered = Some((src, prediction_overlay(&image[row(src)], &pred, 1, w)));
+        }
+        if let Some((_, band)) = &rendered {
+            let line = out.len();
+            let at = (y % SCALE) * line;
+            out.copy_from_slice(&band.as_raw()[at..at + line]);
+        }
+    })?;
+    if let Some(prob_name) = names.get(2) {
+        write_png_rows(
             &cfg.out.join(prob_name),
+            (w, h),
+            RowFormat::Gray16,
+            |y, out| {
+                for (o, &p) in out.chunks_exact_mut(2).zip(&probs[row(y)]) {
+                    o.copy_from_slice(&probability_sample(p).to_be_bytes());
+                }
+            },
         )?;
     }
     Ok(())
 }
 
+/// The stem output names are made from.
+fn stem_of(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "input".into())
+}
+
 /// A probability as a 16-bit sample: `round(p * 65535)`, clamped.
 pub fn probability_sample(p: f32) -> u16 {
     (f64::from(p.clamp(0.0, 1.0)) * 65535.0).round() as u16
-}
-
-fn write_image(img: Option<DynamicImage>, path: &Path) -> Result<()> {
-    let img = img.ok_or_else(|| Error::io(path, std::io::Error::other("image buffer size")))?;
-    write_atomic(path, &png_bytes(&img, path)?)
 }
 
 #[cfg(test)]
@@ -253,21 +256,8 @@ mod tests {
     }
 
     #[test]
-    fn names_and_inputs() {
+    fn names() {
         assert_eq!(output_names("a")[0], "a_mask.png");
-        let dir = tempfile::tempdir().unwrap();
-        let err = list_inputs(&dir.path().join("missing")).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        let err = list_inputs(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("no .png files"), "{err}");
-        std::fs::write(dir.path().join("b.PNG"), b"x").unwrap();
-        std::fs::write(dir.path().join("a.png"), b"x").unwrap();
-        std::fs::write(dir.path().join("c.txt"), b"x").unwrap();
-        let files = list_inputs(dir.path()).unwrap();
-        let names: Vec<_> = files
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, vec!["a.png", "b.PNG"]);
+        assert_eq!(stem_of(Path::new("/x/b.c.png")), "b.c");
     }
 }

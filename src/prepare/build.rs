@@ -22,21 +22,29 @@ use std::time::Instant;
 /// per batch at 128x128) keep that small, and cut prepare's time by ~5% against 256.
 const DECODE_BATCH: usize = 64;
 
-/// Walks, decodes and writes everything but `prepare.json`; returns the counts.
-pub fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
-    let s = &cfg.settings;
-    crate::malloc_tuning::retain_freed_memory();
-    let pool = decode_pool(s.threads)?;
+/// Walks `input` on `pool` (see [`walk::walk`]).
+pub fn walk_tree(pool: &ThreadPool, input: &std::path::Path) -> TreeWalk {
     let phase = Instant::now();
-    let tree = pool.install(|| walk::walk(&cfg.input));
+    let tree = pool.install(|| walk::walk(input));
     tracing::debug!(
         "walk: {} slice jobs in {:.3}s",
         tree.jobs.len(),
         phase.elapsed().as_secs_f64()
     );
+    tree
+}
+
+/// Decodes the slices of `tree` on `pool` and writes everything but `prepare.json`; returns the
+/// counts.
+pub fn build(
+    cfg: &PrepareConfig,
+    data: &DataDir,
+    pool: &ThreadPool,
+    tree: TreeWalk,
+) -> Result<PrepareCounts> {
     let phase = Instant::now();
     let (jobs, mut tally) = Tally::after_walk(tree);
-    let (shards, shard_bytes) = decode_and_write(cfg, data, &pool, &jobs, &mut tally)?;
+    let (shards, shard_bytes) = decode_and_write(cfg, data, pool, &jobs, &mut tally)?;
     tracing::debug!("decode and shards: {:.3}s", phase.elapsed().as_secs_f64());
     let mut counts = tally.counts;
     counts.shards = shards;
@@ -47,8 +55,9 @@ pub fn build(cfg: &PrepareConfig, data: &DataDir) -> Result<PrepareCounts> {
     Ok(counts)
 }
 
-/// The decoding threads (`threads`, 0 = every core).
-fn decode_pool(threads: usize) -> Result<ThreadPool> {
+/// The walking and decoding threads (`threads`, 0 = every core).
+pub fn decode_pool(threads: usize) -> Result<ThreadPool> {
+    crate::malloc_tuning::retain_freed_memory();
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("prepare-decode-{i}"))
@@ -65,8 +74,9 @@ struct Tally {
 }
 
 impl Tally {
-    /// The walk's counts and rejects, and the slice jobs it found.
+    /// The walk's counts and rejects (logged now), and the slice jobs it found.
     fn after_walk(tree: TreeWalk) -> (Vec<SliceJob>, Self) {
+        tree.rejects.iter().for_each(Reject::log);
         let duplicates = tree
             .rejects
             .iter()
@@ -130,7 +140,7 @@ fn decode_and_write(
     // One scratch per worker thread for the whole run (`map_init` would start a fresh one for
     // every piece rayon splits a batch into).
     let scratches: Vec<Mutex<SliceScratch>> = (0..pool.current_num_threads())
-        .map(|_| Mutex::default())
+        .map(|_| Mutex::new(SliceScratch::new(s.max_pixels)))
         .collect();
     let bar = crate::progress::bar(jobs.len() as u64, "prepare", cfg.quiet);
     std::thread::scope(|scope| -> Result<(usize, u64)> {

@@ -2,18 +2,20 @@
 //! plus `manifest.parquet`, `rejects.parquet` and `prepare.json` (written last).
 
 pub mod build;
-pub mod file_bytes;
+pub mod identity;
+pub mod input_level;
 pub mod nodule_dir;
 pub mod reject;
 pub mod slice;
 pub mod walk;
 
 use crate::atomic::remove_if_exists;
-use crate::data::prepare_record::{PrepareConfig, PrepareCounts, PrepareRecord};
+use crate::data::prepare_record::{InputIdentity, PrepareConfig, PrepareCounts, PrepareRecord};
 use crate::error::{Error, IoContext, Result};
 use crate::json::write_json_atomic;
 use crate::layout::DataDir;
 use crate::lock::DirLock;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// The outcome of `run`.
@@ -53,19 +55,26 @@ impl PrepareReport {
     }
 }
 
-/// Refuses inputs that cannot work, before any output is touched.
-fn check_paths(cfg: &PrepareConfig) -> Result<()> {
+/// Refuses inputs that cannot work, before any output is touched; returns the input's canonical
+/// path.
+fn check_paths(cfg: &PrepareConfig) -> Result<PathBuf> {
     let meta = std::fs::metadata(&cfg.input)
         .map_err(|e| Error::input(&cfg.input, format!("input tree not readable: {e}")))?;
     if !meta.is_dir() {
         return Err(Error::input(&cfg.input, "input is not a directory"));
     }
     let input = std::fs::canonicalize(&cfg.input).at(&cfg.input)?;
-    let out_parent = cfg
-        .out
-        .ancestors()
-        .find(|a| a.exists())
-        .and_then(|a| std::fs::canonicalize(a).ok());
+    let existing = cfg.out.ancestors().find(|a| a.exists());
+    if let Some(blocking) = existing.filter(|a| !a.is_dir()) {
+        return Err(Error::input(
+            blocking,
+            format!(
+                "exists and is not a directory, so --out {} cannot be a data directory",
+                cfg.out.display()
+            ),
+        ));
+    }
+    let out_parent = existing.and_then(|a| std::fs::canonicalize(a).ok());
     if let Some(parent) = out_parent {
         if parent.starts_with(&input) {
             return Err(Error::Usage(format!(
@@ -75,7 +84,7 @@ fn check_paths(cfg: &PrepareConfig) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(input)
 }
 
 /// Removes outputs of an earlier, incomplete or overwritten `prepare`, and of stages that
@@ -91,11 +100,20 @@ fn clear_outputs(data: &DataDir) -> Result<()> {
 /// Runs the stage.
 pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
     cfg.settings.validate()?;
-    check_paths(cfg)?;
+    let input = check_paths(cfg)?;
+    let started = Instant::now();
+    let pool = build::decode_pool(cfg.settings.threads)?;
+    let tree = build::walk_tree(&pool, &input);
+    if tree.jobs.is_empty() {
+        // One line that says why, not a warning per folder of a tree read at the wrong level.
+        return Err(input_level::no_slices(&input, &tree));
+    }
+    let identity = identity::identity(&input, &tree);
     let data = DataDir::new(&cfg.out);
     let _lock = DirLock::acquire(data.root(), "prepare --out")?;
     if let Some(previous) = crate::data::prepare_record::read(&data)? {
         if !cfg.overwrite {
+            identity::check_same_input(&data, &previous, &identity)?;
             if previous.config.settings.output_identity() != cfg.settings.output_identity() {
                 return Err(Error::Usage(format!(
                     "{}: already prepared with different settings; pass --overwrite to rebuild",
@@ -108,16 +126,40 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
             });
         }
         tracing::info!("--overwrite: rebuilding {}", data.root().display());
-    } else if data.root().exists() {
+    } else if data
+        .root()
+        .read_dir()
+        .at(data.root())?
+        .flatten()
+        .any(|e| e.file_name() != crate::lock::LOCK_FILE)
+    {
         tracing::info!(
             "{}: no prepare.json, so any earlier run was incomplete; rebuilding",
             data.root().display()
         );
     }
     clear_outputs(&data)?;
+    let written = write_outputs(cfg, &data, (&pool, tree, started), identity);
+    if written.is_err() {
+        // A failed write (a full disk, say) leaves no shard, table or temporary behind: the
+        // directory is as incomplete as before, and holds nothing a rerun would have to clear.
+        if let Err(e) = clear_outputs(&data) {
+            tracing::warn!("cleaning up after the failure: {e}");
+        }
+    }
+    written
+}
+
+/// Builds the shards and tables from the walked `tree` on `pool`, then writes `prepare.json`
+/// last, with the seconds since `started` (before the walk).
+fn write_outputs(
+    cfg: &PrepareConfig,
+    data: &DataDir,
+    (pool, tree, started): (&rayon::ThreadPool, walk::TreeWalk, Instant),
+    input: InputIdentity,
+) -> Result<PrepareReport> {
     std::fs::create_dir_all(data.shards_dir()).at(data.shards_dir())?;
-    let started = Instant::now();
-    let counts = build::build(cfg, &data)?;
+    let counts = build::build(cfg, data, pool, tree)?;
     let counts = PrepareCounts {
         seconds: started.elapsed().as_secs_f64(),
         ..counts
@@ -127,6 +169,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
         &PrepareRecord {
             version: env!("CARGO_PKG_VERSION").to_string(),
             config: cfg.clone(),
+            input: Some(input),
             counts: counts.clone(),
         },
     )?;

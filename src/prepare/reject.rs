@@ -34,6 +34,14 @@ pub enum RejectReason {
     DuplicateSliceId,
     /// A mask file without an image of the same name.
     OrphanMask,
+    /// A FIFO, socket or device (or a link to one) where a file belongs: never opened.
+    NotARegularFile,
+    /// A PNG whose header declares more pixels than `--max-pixels`, or a file larger than any
+    /// PNG under that cap can be: not decoded.
+    TooLarge,
+    /// A patient or nodule folder whose name is not valid UTF-8: its lossy reading could merge
+    /// it with another folder's id.
+    NonUtf8Name,
 }
 
 impl RejectReason {
@@ -52,6 +60,9 @@ impl RejectReason {
             RejectReason::EmptyImage => "empty_image",
             RejectReason::DuplicateSliceId => "duplicate_slice_id",
             RejectReason::OrphanMask => "orphan_mask",
+            RejectReason::NotARegularFile => "not_a_regular_file",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::NonUtf8Name => "non_utf8_name",
         }
     }
 }
@@ -88,20 +99,36 @@ impl Reject {
         reason: RejectReason,
         detail: impl Into<String>,
     ) -> Self {
-        let r = Reject {
+        let r = Self::unlogged(path, place, reason, detail);
+        r.log();
+        r
+    }
+
+    /// A reject that is logged later, with [`Reject::log`], if the run goes on to use it: the
+    /// walk's rejects, since a rerun into a complete directory walks the tree only to compare it.
+    pub fn unlogged(
+        path: impl Into<String>,
+        place: TreePlace,
+        reason: RejectReason,
+        detail: impl Into<String>,
+    ) -> Self {
+        Reject {
             path: path.into(),
             place,
             reason,
             detail: detail.into(),
-        };
+        }
+    }
+
+    /// Logs the reject as a warning that names the path and the patient.
+    pub fn log(&self) {
         tracing::warn!(
             "{}: {} (patient {}; rejected as {})",
-            r.path,
-            r.detail,
-            r.place.patient_id.as_deref().unwrap_or("-"),
-            r.reason.code()
+            self.path,
+            self.detail,
+            self.place.patient_id.as_deref().unwrap_or("-"),
+            self.reason.code()
         );
-        r
     }
 }
 

@@ -3,9 +3,10 @@
 use crate::data::fusion::RATERS;
 use crate::data::shards::SliceRecord;
 use crate::pixels::decode::{DecodeFailure, PngScratch};
+use crate::pixels::file_bytes::FileBytes;
 use crate::pixels::intensity::IntensityLut;
+use crate::pixels::limits::{max_file_bytes, DEFAULT_MAX_PIXELS};
 use crate::pixels::samples::{GraySamples, GrayView};
-use crate::prepare::file_bytes::FileBytes;
 use crate::prepare::nodule_dir::NoduleDir;
 use crate::prepare::reject::{Reject, RejectReason};
 use crate::prepare::walk::SliceJob;
@@ -24,12 +25,35 @@ pub struct SliceOutcome {
 
 /// Buffers reused from slice to slice on one worker, so that steady-state decoding allocates
 /// only the record's own columns.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SliceScratch {
     png: PngScratch,
     file: FileBytes,
     dir: NoduleDir,
     blank: BlankMask,
+    /// Files longer than this are not read to the end (see [`max_file_bytes`]).
+    max_bytes: u64,
+}
+
+impl SliceScratch {
+    /// Empty buffers, refusing images over `max_pixels` and files over what such an image can
+    /// take.
+    pub fn new(max_pixels: u64) -> Self {
+        Self {
+            png: PngScratch::new(max_pixels),
+            file: FileBytes::default(),
+            dir: NoduleDir::default(),
+            blank: BlankMask::default(),
+            max_bytes: max_file_bytes(max_pixels),
+        }
+    }
+}
+
+impl Default for SliceScratch {
+    /// The default cap, [`DEFAULT_MAX_PIXELS`].
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_PIXELS)
+    }
 }
 
 /// The last mask file on this worker in which no pixel was marked, kept byte for byte. Raters
@@ -60,9 +84,13 @@ impl BlankMask {
 /// Why a file could not be used: the reject reason and its detail.
 type FileFailure = (RejectReason, String);
 
-/// A failed open or read of an input file.
+/// A failed open or read of an input file (one over the size cap is `too_large`).
 fn io_failure(e: std::io::Error) -> FileFailure {
-    (RejectReason::IoError, e.to_string())
+    let reason = match e.kind() {
+        std::io::ErrorKind::FileTooLarge => RejectReason::TooLarge,
+        _ => RejectReason::IoError,
+    };
+    (reason, e.to_string())
 }
 
 /// Opens `path` and reads it with one call (see [`FileBytes::read_first`]).
@@ -82,26 +110,34 @@ fn decode_plane<'a>(
     handle: &mut std::fs::File,
     file: &mut FileBytes,
     png: &'a mut PngScratch,
+    max_bytes: u64,
 ) -> Result<(GrayView<'a>, bool), FileFailure> {
     // A gray PNG that the one-shot decoder accepts ends in a checked IEND chunk, so the first
     // read held the whole file and the end-of-file read can be skipped.
     if let Some((height, width)) = png.decode_plain_gray(file.bytes()) {
         return Ok((png.plain_gray_view(height, width), true));
     }
-    file.read_rest(handle).map_err(io_failure)?;
+    file.read_rest(handle, max_bytes).map_err(io_failure)?;
     let plane = png.decode(file.bytes()).map_err(|f| match f {
         DecodeFailure::Corrupt(m) => (RejectReason::PngDecode, m),
         DecodeFailure::Unsupported(m) => (RejectReason::UnsupportedPixelFormat, m),
-        DecodeFailure::Empty => (RejectReason::EmptyImage, "zero width or height".into()),
+        DecodeFailure::Empty => (RejectReason::EmptyImage, f.message()),
+        DecodeFailure::TooLarge { .. } => (RejectReason::TooLarge, f.message()),
     })?;
     Ok((plane, false))
 }
 
 /// Reads and decodes one PNG, or says why it is unusable.
 fn read_plane<'a>(path: &Path, scratch: &'a mut SliceScratch) -> Result<GrayView<'a>, FileFailure> {
-    let SliceScratch { png, file, dir, .. } = scratch;
+    let SliceScratch {
+        png,
+        file,
+        dir,
+        max_bytes,
+        ..
+    } = scratch;
     let mut handle = open_and_read(path, dir, file)?;
-    decode_plane(&mut handle, file, png).map(|(plane, _)| plane)
+    decode_plane(&mut handle, file, png, *max_bytes).map(|(plane, _)| plane)
 }
 
 /// One rater's mask as fusion needs it.
@@ -125,6 +161,7 @@ fn fuse_mask(
         file,
         dir,
         blank,
+        max_bytes,
     } = scratch;
     let mut handle = open_and_read(path, dir, file)?;
     if let Some(blank_size) = blank.size_if_same(file.bytes()) {
@@ -133,7 +170,7 @@ fn fuse_mask(
             was_colour: false,
         });
     }
-    let (mask, one_shot) = decode_plane(&mut handle, file, png)?;
+    let (mask, one_shot) = decode_plane(&mut handle, file, png, *max_bytes)?;
     let mask_size = (mask.height, mask.width);
     if mask_size == size && !set_rater_bit(bits, mask.samples, rater) && one_shot {
         blank.remember(file.bytes(), mask_size);

@@ -1,8 +1,11 @@
 //! Walks the LIDC slice tree (`<patient>/<nodule>/images/*.png` with `mask-0..3/`) into a sorted
-//! list of slice jobs, recording every unusable file or folder instead of failing.
+//! list of slice jobs, recording every unusable file or folder instead of failing. Only regular
+//! files become jobs (FIFOs and devices are never opened), and folders whose names are not
+//! UTF-8 are rejected rather than read lossily into ids they could share.
 
 use crate::data::fusion::RATERS;
 use crate::natural::{natural_cmp, trailing_number};
+use crate::pixels::file_bytes::file_kind;
 use crate::prepare::reject::{Reject, RejectReason, TreePlace};
 use crate::slice_id::SliceId;
 use rayon::prelude::*;
@@ -91,22 +94,51 @@ enum EntryKind {
     Bad(RejectReason, String),
 }
 
-/// A folder entry as listed: its name, path and, where the OS says so without another system
-/// call, its type.
+/// A folder entry as listed: its name (lossy UTF-8, and as the OS gave it), path and, where the
+/// OS says so without another system call, its type.
 struct Entry {
     name: String,
+    os_name: OsString,
     path: PathBuf,
     file_type: Option<fs::FileType>,
 }
 
-/// Classifies an entry. Plain files and folders are known from the listing; symbolic links and
-/// anything unusual are followed with `metadata`, catching loops back to `ancestors`.
+impl Entry {
+    /// Whether the name is valid UTF-8 (then `name` is exactly it).
+    fn is_utf8(&self) -> bool {
+        self.os_name.to_str().is_some()
+    }
+}
+
+/// Classifies an entry. Plain files and folders are known from the listing (no extra system
+/// call on the hot path); symbolic links and anything unusual are followed with `metadata`,
+/// catching loops back to `ancestors`, and anything that is not a regular file or folder
+/// (a FIFO, a socket, a device, or a link to one) is unusable.
 fn classify(entry: &Entry, ancestors: &[PathBuf]) -> EntryKind {
     match entry.file_type {
         Some(t) if t.is_dir() => EntryKind::Dir,
         Some(t) if t.is_file() => EntryKind::File,
         _ => classify_path(&entry.path, ancestors),
     }
+}
+
+/// `path` with the bytes that are not UTF-8 written as `\xNN`, so that two names differing
+/// only there stay distinct in messages.
+pub fn escaped(path: &Path) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = String::new();
+        for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    path.to_string_lossy().into_owned()
 }
 
 /// Classifies `path`, following symlinks, and catching loops back to `ancestors` (folders as
@@ -132,7 +164,14 @@ fn classify_path(path: &Path, ancestors: &[PathBuf]) -> EntryKind {
             }
             EntryKind::Dir
         }
-        Ok(_) => EntryKind::File,
+        Ok(meta) if meta.is_file() => EntryKind::File,
+        Ok(meta) => EntryKind::Bad(
+            RejectReason::NotARegularFile,
+            format!(
+                "{}, not a regular file; not opened",
+                file_kind(&meta.file_type())
+            ),
+        ),
         Err(e) => classify_error(&e),
     }
 }
@@ -179,7 +218,26 @@ impl Walker<'_> {
         let rel = self.relative(path);
         self.out
             .rejects
-            .push(Reject::new(rel, place, reason, detail));
+            .push(Reject::unlogged(rel, place, reason, detail));
+    }
+
+    /// Rejects a folder whose name is not UTF-8, naming it with the odd bytes escaped.
+    fn reject_non_utf8(&mut self, entry: &Entry, mut place: TreePlace, level: &str) {
+        let name = escaped(Path::new(&entry.os_name));
+        let rel = escaped(entry.path.strip_prefix(self.root).unwrap_or(&entry.path));
+        let detail = format!(
+            "{level} folder name `{name}` is not valid UTF-8; rename it (read lossily it could share an id with another {level})"
+        );
+        match level {
+            "patient" => place.patient_id = Some(name),
+            _ => place.nodule_id = Some(name),
+        }
+        self.out.rejects.push(Reject::unlogged(
+            rel,
+            place,
+            RejectReason::NonUtf8Name,
+            detail,
+        ));
     }
 
     /// Lists a folder's entries sorted naturally, or records why it cannot be listed.
@@ -195,9 +253,10 @@ impl Walker<'_> {
         for entry in entries {
             match entry {
                 Ok(entry) => {
-                    let name: OsString = entry.file_name();
+                    let os_name: OsString = entry.file_name();
                     items.push(Entry {
-                        name: name.to_string_lossy().into_owned(),
+                        name: os_name.to_string_lossy().into_owned(),
+                        os_name,
                         path: entry.path(),
                         file_type: entry.file_type().ok(),
                     });
@@ -215,6 +274,9 @@ impl Walker<'_> {
     /// Walks one entry of the root: a patient folder, or something to ignore or reject.
     fn walk_root_entry(&mut self, entry: &Entry, ancestors: &[PathBuf]) {
         match classify(entry, ancestors) {
+            EntryKind::Dir if !entry.is_utf8() => {
+                self.reject_non_utf8(entry, TreePlace::default(), "patient")
+            }
             EntryKind::Dir => {
                 self.out.patients += 1;
                 self.walk_patient(&entry.name, &entry.path, ancestors);
@@ -245,6 +307,9 @@ impl Walker<'_> {
         for entry in items {
             let (name, path) = (&entry.name, &entry.path);
             match classify(&entry, &inner) {
+                EntryKind::Dir if !entry.is_utf8() => {
+                    self.reject_non_utf8(&entry, place.clone(), "nodule")
+                }
                 EntryKind::Dir => self.walk_nodule(patient, name, path, &inner),
                 EntryKind::File if is_stray_file(name) => self.out.ignored += 1,
                 EntryKind::File => self.reject(
@@ -325,15 +390,21 @@ impl Walker<'_> {
         let Some(images) = self.list(images_dir, place) else {
             return;
         };
-        let mut image_names = BTreeSet::new();
+        // Masks pair with images by their names as the OS gave them, not as read lossily.
+        let mut image_names: BTreeSet<OsString> = BTreeSet::new();
         let mut jobs = Vec::new();
         for entry in images {
             let kind = classify(&entry, ancestors);
-            let Entry { name, path, .. } = entry;
+            let Entry {
+                name,
+                os_name,
+                path,
+                ..
+            } = entry;
             match kind {
                 EntryKind::File if is_png(&name) => {
-                    image_names.insert(name.clone());
-                    jobs.push((name, path));
+                    image_names.insert(os_name.clone());
+                    jobs.push((name, os_name, path));
                 }
                 EntryKind::File | EntryKind::Dir => self.out.ignored += 1,
                 EntryKind::Bad(reason, detail) => {
@@ -343,7 +414,7 @@ impl Walker<'_> {
                 }
             }
         }
-        let mut mask_files: [BTreeMap<String, PathBuf>; RATERS] = Default::default();
+        let mut mask_files: [BTreeMap<OsString, PathBuf>; RATERS] = Default::default();
         for (k, dir) in mask_dirs.iter().enumerate() {
             let Some(dir) = dir else { continue };
             let Some(items) = self.list(dir, place) else {
@@ -351,10 +422,15 @@ impl Walker<'_> {
             };
             for entry in items {
                 let kind = classify(&entry, ancestors);
-                let Entry { name, path, .. } = entry;
+                let Entry {
+                    name,
+                    os_name,
+                    path,
+                    ..
+                } = entry;
                 match kind {
-                    EntryKind::File if image_names.contains(&name) => {
-                        mask_files[k].insert(name, path);
+                    EntryKind::File if image_names.contains(&os_name) => {
+                        mask_files[k].insert(os_name, path);
                     }
                     EntryKind::File if is_png(&name) => {
                         let mut p = place.clone();
@@ -377,9 +453,9 @@ impl Walker<'_> {
         }
         let patient_id = place.patient_id.clone().unwrap_or_default();
         let nodule_id = place.nodule_id.clone().unwrap_or_default();
-        for (name, path) in jobs {
+        for (name, os_name, path) in jobs {
             let masks: [Option<PathBuf>; RATERS] =
-                std::array::from_fn(|k| mask_files[k].get(&name).cloned());
+                std::array::from_fn(|k| mask_files[k].get(&os_name).cloned());
             let stem = Path::new(&name)
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -398,7 +474,8 @@ impl Walker<'_> {
 }
 
 /// Walks `root`, one patient folder per task on the current rayon pool. Never fails: problems
-/// become rejects. The result does not depend on the number of threads.
+/// become rejects (not logged yet: see [`Reject::unlogged`]). The result does not depend on the
+/// number of threads.
 pub fn walk(root: &Path) -> TreeWalk {
     let ancestors = vec![root.to_path_buf()];
     let mut top = Walker {
@@ -448,7 +525,7 @@ fn dedupe_slice_ids(out: &mut TreeWalk) {
         if seen.insert(job.slice_id()) {
             kept.push(job);
         } else {
-            out.rejects.push(Reject::new(
+            out.rejects.push(Reject::unlogged(
                 job.relative.clone(),
                 job.place(),
                 RejectReason::DuplicateSliceId,
@@ -519,6 +596,43 @@ mod tests {
         assert_eq!(list_error_reason(&e), RejectReason::UnreadableDir);
         let e = io::Error::from_raw_os_error(ELOOP);
         assert_eq!(list_error_reason(&e), RejectReason::SymlinkLoop);
+    }
+
+    #[test]
+    fn odd_bytes_stay_distinct_in_names_and_in_mask_pairing() {
+        use std::os::unix::ffi::OsStrExt;
+        let os = |b: &[u8]| std::ffi::OsStr::from_bytes(b).to_os_string();
+        assert_eq!(
+            escaped(Path::new(&os(b"P-\xff/n\xc3\xa9"))),
+            "P-\\xff/n\u{e9}"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let n = d.path().join("P1/n1");
+        touch(&n.join("images").join(os(b"a\xff.png")));
+        touch(&n.join("mask-0").join(os(b"a\xfe.png")));
+        touch(&n.join("mask-1").join(os(b"a\xff.png")));
+        touch(&d.path().join(os(b"P\xff")).join("n1/images/s.png"));
+        let w = walk(d.path());
+        assert_eq!(w.jobs.len(), 1);
+        let masks: Vec<bool> = w.jobs[0].masks.iter().map(Option::is_some).collect();
+        assert_eq!(
+            masks,
+            [false, true, false, false],
+            "masks pair by exact name"
+        );
+        let mut codes: Vec<(&str, &str)> = w
+            .rejects
+            .iter()
+            .map(|r| (r.reason.code(), r.path.as_str()))
+            .collect();
+        codes.sort();
+        assert_eq!(
+            codes,
+            [
+                ("non_utf8_name", "P\\xff"),
+                ("orphan_mask", "P1/n1/mask-0/a\u{fffd}.png")
+            ]
+        );
     }
 
     #[test]

@@ -336,3 +336,191 @@ pub fn train_tiny_with_env(data: &Path, run: &Path, extra: &[&str], env: &[(&str
     args.extend(extra.iter().map(|s| s.to_string()));
     lungseg_with_env(&args, env)
 }
+
+/// Resource limits for one child `lungseg`, set in the child only (`setrlimit` between fork
+/// and exec), so that the test process itself is never limited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// `RLIMIT_AS`: bytes of address space.
+    pub address_space: Option<u64>,
+    /// `RLIMIT_FSIZE`: the largest file it may write, in bytes. `SIGXFSZ` is ignored, so a
+    /// longer write fails with `EFBIG` like a full disk instead of killing the process.
+    pub file_size: Option<u64>,
+    /// Killed after this long, so that a hang fails the test instead of stalling the run.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// A limited run: its output, its peak resident memory and whether it was killed for time.
+pub struct Measured {
+    pub run: Run,
+    pub max_rss_kib: i64,
+    pub timed_out: bool,
+}
+
+/// Runs `lungseg` with `args` under `limits` (and two worker threads, so that address-space
+/// needs do not grow with the machine's cores), and measures its peak RSS.
+pub fn lungseg_limited<I, S>(args: I, limits: Limits) -> Measured
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("LUNGSEG_LOG")
+        .env("RAYON_NUM_THREADS", "2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: between fork and exec the closure calls only async-signal-safe functions.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(bytes) = limits.address_space {
+                let lim = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(bytes) = limits.file_size {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let lim = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn lungseg");
+    let pid = child.id() as libc::pid_t;
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = r.read_to_end(&mut s);
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = pipe(Box::new(child.stdout.take().unwrap()));
+    let err = pipe(Box::new(child.stderr.take().unwrap()));
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = limits.timeout.map(|t| {
+        std::thread::spawn(move || {
+            let fired = done_rx.recv_timeout(t).is_err();
+            if fired {
+                // SAFETY: the child has not been reaped yet (wait4 below is what reaps it).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            fired
+        })
+    });
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child; `status` and `usage` are valid for writes.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4");
+    let _ = done_tx.send(());
+    let timed_out = watchdog.map(|w| w.join().unwrap()).unwrap_or(false);
+    std::mem::forget(child); // reaped above
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Measured {
+        run: Run {
+            code,
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        },
+        max_rss_kib: usage.ru_maxrss,
+        timed_out,
+    }
+}
+
+/// A PNG of a few hundred bytes whose header declares `width`x`height` pixels of colour type
+/// `colour` (0 gray, 2 RGB, 6 RGBA) at `depth` bits: image data for one pixel row at most, and
+/// checksums that hold, the header of a decompression bomb.
+pub fn bomb_png(width: u32, height: u32, colour: u8, depth: u8) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(&crc.finalize().to_be_bytes());
+    }
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[depth, colour, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    // A zlib stream of 256 zero bytes (a filter byte and the start of the first row).
+    chunk(&mut out, b"IDAT", &fdeflate::compress_to_vec(&[0u8; 256]));
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    ensure_parent(path);
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
+        0,
+        "mkfifo {path:?}"
+    );
+}
+
+/// Every file under `dir` whose name ends in `.tmp` (none when `dir` is gone).
+pub fn temporaries(dir: &Path) -> Vec<String> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    tree_bytes(dir)
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+/// A run trained for two steps of one epoch on a three-patient synthetic tree under `sb`, with
+/// the width-4 U-Net of [`TINY`] (the precision guard off, so `best.safetensors` exists): a
+/// checkpoint for `predict`, not a model.
+pub fn two_step_run(sb: &Sandbox) -> PathBuf {
+    let data = dataset(sb, 3, 9, &[]);
+    let run = sb.path("run");
+    let steps = ["--max-epochs", "1", "--max-steps-per-epoch", "2"];
+    train_tiny(
+        &data,
+        &run,
+        &[&steps[..], &["--min-precision", "0"]].concat(),
+    )
+    .ok();
+    run
+}
+
+/// `lungseg -q predict --device cpu --run RUN --input INPUT --out OUT` plus `extra`.
+pub fn predict_args(run: &Path, input: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["-q", "predict", "--device", "cpu", "--run"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (flag, path) in [("", run), ("--input", input), ("--out", out)] {
+        if !flag.is_empty() {
+            args.push(flag.into());
+        }
+        args.push(path.display().to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}

@@ -3,6 +3,8 @@
 mod common;
 mod eval;
 mod export;
+mod hostile_inputs;
+mod predict_inputs;
 mod prepare;
 mod reliability;
 mod report;
