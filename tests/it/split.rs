@@ -133,9 +133,11 @@ fn bad_data_dirs_and_degenerate_manifests_are_clear_errors() {
     assert!(no_val.stderr.contains("--val-ratio"), "{}", no_val.stderr);
     assert!(!sb.path("d1/val.parquet").exists());
 
-    // zero patients
-    std::fs::create_dir_all(sb.path("empty")).unwrap();
-    prepare(&sb.path("empty"), &sb.path("d0"), &[]);
+    // zero slices kept (an input without any slice is refused by prepare itself): the only
+    // slice has no mask
+    let empty = sb.path("empty");
+    write_gray8(&empty.join("P1/n/images/s-1.png"), 4, 4, vec![3; 16]);
+    prepare(&empty, &sb.path("d0"), &[]);
     let zero = split(&sb.path("d0"), &[]).expect_code(2);
     assert!(zero.stderr.contains("no slices"), "{}", zero.stderr);
 
