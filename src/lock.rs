@@ -54,6 +54,14 @@ impl DirLock {
     }
 }
 
+/// Whether another process holds `dir`'s lock right now (a stage is writing there).
+pub fn is_locked(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+}
+
 impl Drop for DirLock {
     /// A directory this lock created and the run left empty (it failed before writing anything)
     /// is removed again, so a refused run leaves nothing behind.
@@ -79,8 +87,10 @@ mod tests {
     fn a_second_lock_on_the_same_directory_is_refused_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
+        assert!(!is_locked(&out));
         let first = DirLock::acquire(&out, "prepare --out").unwrap();
         assert!(first.path().is_file());
+        assert!(is_locked(&out));
         let err = DirLock::acquire(&out, "prepare --out").unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("another lungseg process"), "{err}");

@@ -6,7 +6,7 @@ use crate::layout::RunDir;
 use crate::metrics::sweep::SweepRow;
 use crate::run::eval_tables::read_thresholds;
 use crate::run::record::read_run_record;
-use crate::run::status::{RunStatus, StopReason};
+use crate::run::status::RunStatus;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -207,19 +207,16 @@ pub fn run_name(runs: &Path, dir: &Path) -> String {
     }
 }
 
-/// Why the run stopped, by its `train_state.json`: "running" while it has not, "interrupted
-/// (--resume continues it)" after Ctrl-C.
+/// Why the run stopped, by its `train_state.json`; for a run that has not stopped, whether a
+/// `train` is writing it now ("running") or it was killed or interrupted ("unfinished").
 fn stop_reason(run: &RunDir) -> String {
     match RunStatus::read(run) {
         Ok(Some(RunStatus {
-            stop_reason: Some(StopReason::Interrupted),
-            ..
-        })) => "interrupted (--resume continues it)".into(),
-        Ok(Some(RunStatus {
             stop_reason: Some(reason),
-            ..
+            finished: true,
         })) => reason.name().to_string(),
-        Ok(_) => "running".into(),
+        Ok(_) if crate::lock::is_locked(run.root()) => "running".into(),
+        Ok(_) => "unfinished (train --resume continues it)".into(),
         Err(e) => {
             tracing::warn!("{e}");
             "unreadable".into()

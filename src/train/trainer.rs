@@ -108,6 +108,16 @@ impl<'a> Trainer<'a> {
                         Err(e)
                     }
                 })?;
+                if rows.len() + 1 != st.next_epoch {
+                    return Err(Error::input(
+                        run_dir.epochs(),
+                        format!(
+                            "holds {} epochs but train_state.json continues at epoch {}; the run directory was edited",
+                            rows.len(),
+                            st.next_epoch
+                        ),
+                    ));
+                }
                 tracing::info!(
                     "resuming at epoch {} (step {})",
                     st.next_epoch,

@@ -151,6 +151,15 @@ fn tampered_records_are_one_line_input_errors() {
     assert!(out.stderr.contains("train_state.json"), "{}", out.stderr);
     one_line(&out);
 
+    // A state that disagrees with the epoch table (an epoch table of 1 row, a state at epoch 1).
+    let mut behind = state.clone();
+    behind["next_epoch"] = serde_json::json!(1);
+    behind["stopping"]["best"] = serde_json::json!({"best_value": null, "best_dice": 0.0, "best_epoch": null, "best_scores": null});
+    std::fs::write(&state_path, behind.to_string()).unwrap();
+    let out = train_tiny(&data, &run, &resume).expect_code(2);
+    assert!(out.stderr.contains("epochs.parquet"), "{}", out.stderr);
+    one_line(&out);
+
     std::fs::write(&state_path, state.to_string()).unwrap();
     train_tiny(&data, &run, &resume).ok();
     // A config.json that asks for an absurd network is refused, not allocated.
