@@ -29,6 +29,15 @@ pub struct SweepRow {
     pub lesion_recall: f64,
     /// False-positive components per slice (0.0 with no slices).
     pub fp_components_per_slice: f64,
+    /// Pixels predicted positive (TP + FP); 0 makes precision undefined.
+    pub predicted_pixels: u64,
+}
+
+impl SweepRow {
+    /// Precision, or `None` where nothing is predicted (the table then holds 1.0).
+    pub fn defined_precision(&self) -> Option<f64> {
+        (self.predicted_pixels > 0).then_some(self.precision)
+    }
 }
 
 /// Per-threshold running totals.
@@ -88,6 +97,7 @@ impl Sweep {
                     } else {
                         l.fp_components as f64 / self.slices as f64
                     },
+                    predicted_pixels: c.tp + c.fp,
                 }
             })
             .collect()

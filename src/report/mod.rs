@@ -1,6 +1,7 @@
 //! The `report` stage: polars queries over every run under a folder, written as `report.md`
 //! with a learning-curve chart per run and a recall–precision chart per evaluated run.
 
+pub mod markdown;
 pub mod plots;
 pub mod runs;
 
@@ -8,11 +9,10 @@ use crate::atomic::write_atomic;
 use crate::error::{IoContext, Result};
 use crate::json::read_json;
 use crate::layout::RunDir;
-use crate::metrics::sweep::SweepRow;
 use crate::run::eval_summary::EvalSummary;
+use markdown::{BrokenRun, RunPage};
 use runs::RunSummary;
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// A resolved `report` invocation.
@@ -64,108 +64,6 @@ fn chart_name(run: &RunSummary, kind: &str) -> String {
     format!("{stem}_{kind}.png")
 }
 
-fn fmt3(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.3}")
-    } else {
-        "—".into()
-    }
-}
-
-/// Flat numeric and text fields of `eval/summary.json`, by name.
-fn eval_fields(dir: &Path) -> Option<Vec<(String, String)>> {
-    let summary: EvalSummary = read_json(&RunDir::new(dir).eval_summary()).ok()??;
-    let v = serde_json::to_value(summary).ok()?;
-    let obj = v.as_object()?;
-    Some(
-        obj.iter()
-            .filter_map(|(k, v)| match v {
-                serde_json::Value::Number(n) => n.as_f64().map(|f| {
-                    let text = if n.is_f64() {
-                        format!("{f:.4}")
-                    } else {
-                        n.to_string()
-                    };
-                    (k.clone(), text)
-                }),
-                serde_json::Value::String(s) => Some((k.clone(), s.clone())),
-                serde_json::Value::Null => Some((k.clone(), "—".into())),
-                _ => None,
-            })
-            .collect(),
-    )
-}
-
-fn markdown(
-    runs: &[RunSummary],
-    sweeps: &[Option<Vec<SweepRow>>],
-    charts: &[Vec<String>],
-    broken: &[(String, String)],
-) -> String {
-    let mut md = String::from("# lungseg report\n\n");
-    let _ = writeln!(
-        md,
-        "| run | best epoch | best recall | best precision | best Dice | epochs run | stop reason | device | minutes |"
-    );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
-    for r in runs {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
-            r.name,
-            if r.best_epoch > 0 {
-                r.best_epoch.to_string()
-            } else {
-                "—".into()
-            },
-            fmt3(r.best_recall),
-            fmt3(r.best_precision),
-            fmt3(r.best_dice),
-            r.epochs,
-            r.stop_reason,
-            r.device,
-            r.minutes
-        );
-    }
-    for (name, why) in broken {
-        let _ = writeln!(
-            md,
-            "| {name} | — | — | — | — | — | unreadable: {why} | — | — |"
-        );
-    }
-    for ((r, sweep), images) in runs.iter().zip(sweeps).zip(charts) {
-        let _ = writeln!(md, "\n## {}\n\n`{}`\n", r.name, r.dir.display());
-        for img in images {
-            let _ = writeln!(md, "![{img}]({img})\n");
-        }
-        if let Some(fields) = eval_fields(&r.dir) {
-            let _ = writeln!(md, "### Evaluation\n\n| measure | value |\n|---|---|");
-            for (k, v) in fields {
-                let _ = writeln!(md, "| {k} | {v} |");
-            }
-        }
-        if let Some(rows) = sweep {
-            let _ = writeln!(
-                md,
-                "\n### Thresholds\n\n| threshold | recall | precision | Dice | lesion recall | FP components / slice |\n|---|---|---|---|---|---|"
-            );
-            for s in rows {
-                let _ = writeln!(
-                    md,
-                    "| {:.2} | {} | {} | {} | {} | {} |",
-                    s.threshold,
-                    fmt3(s.recall),
-                    fmt3(s.precision),
-                    fmt3(s.dice),
-                    fmt3(s.lesion_recall),
-                    fmt3(s.fp_components_per_slice)
-                );
-            }
-        }
-    }
-    md
-}
-
 /// Runs the stage. A run that cannot be read (a damaged table) is reported as a row saying
 /// so; the others are still summarised.
 pub fn run(cfg: &ReportConfig) -> Result<ReportOutcome> {
@@ -177,52 +75,53 @@ pub fn run(cfg: &ReportConfig) -> Result<ReportOutcome> {
         ));
     }
     std::fs::create_dir_all(&cfg.out).at(&cfg.out)?;
-    let mut summaries = Vec::new();
-    let mut sweeps = Vec::new();
-    let mut chart_names = Vec::new();
-    let mut charts = Vec::new();
+    let mut pages = Vec::new();
     let mut broken = Vec::new();
     for dir in &dirs {
         let name = runs::run_name(&cfg.runs, dir);
-        match summarise_with_charts(cfg, dir, &name) {
-            Ok((s, sweep, names)) => {
-                charts.extend(names.iter().map(|n| cfg.out.join(n)));
-                summaries.push(s);
-                sweeps.push(sweep);
-                chart_names.push(names);
-            }
+        match page_with_charts(cfg, dir, &name) {
+            Ok(page) => pages.push(page),
             Err(e) => {
                 tracing::warn!("{e}; reported as unreadable");
-                broken.push((name, e.to_string()));
+                broken.push(BrokenRun {
+                    name,
+                    why: e.to_string(),
+                });
             }
         }
     }
     let md_path = cfg.out.join("report.md");
-    write_atomic(
-        &md_path,
-        markdown(&summaries, &sweeps, &chart_names, &broken).as_bytes(),
-    )?;
+    let text = markdown::render(&cfg.runs, &cfg.out, &pages, &broken);
+    write_atomic(&md_path, text.as_bytes())?;
+    let charts = pages
+        .iter()
+        .flat_map(|p| p.charts.iter().map(|c| cfg.out.join(c)))
+        .collect();
     Ok(ReportOutcome {
-        runs: summaries,
+        runs: pages.into_iter().map(|p| p.summary).collect(),
         markdown: md_path,
         charts,
     })
 }
 
-/// One run's summary, its threshold sweep (if evaluated) and its charts' file names.
-fn summarise_with_charts(
-    cfg: &ReportConfig,
-    dir: &Path,
-    name: &str,
-) -> Result<(RunSummary, Option<Vec<SweepRow>>, Vec<String>)> {
-    let s = runs::summarise(dir, name)?;
-    let mut names = vec![chart_name(&s, "curve")];
-    plots::learning_curve(&cfg.out.join(&names[0]), &s.name, &runs::curves(dir)?)?;
+/// One run's page: its summary, evaluation and threshold sweep (if evaluated), and its charts,
+/// drawn into the report folder.
+fn page_with_charts(cfg: &ReportConfig, dir: &Path, name: &str) -> Result<RunPage> {
+    let summary = runs::summarise(dir, name)?;
+    let kept = (summary.best_epoch > 0).then_some(summary.best_epoch);
+    let mut charts = vec![chart_name(&summary, "curve")];
+    plots::learning_curve(&cfg.out.join(&charts[0]), name, &runs::curves(dir)?, kept)?;
     let sweep = runs::sweep(dir)?;
     if let Some(rows) = &sweep {
-        let pr = chart_name(&s, "recall_precision");
-        plots::recall_precision(&cfg.out.join(&pr), &s.name, rows)?;
-        names.push(pr);
+        let pr = chart_name(&summary, "recall_precision");
+        plots::recall_precision(&cfg.out.join(&pr), name, rows)?;
+        charts.push(pr);
     }
-    Ok((s, sweep, names))
+    let eval = read_json::<EvalSummary>(&RunDir::new(dir).eval_summary())?;
+    Ok(RunPage {
+        summary,
+        eval,
+        sweep,
+        charts,
+    })
 }

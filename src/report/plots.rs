@@ -37,13 +37,26 @@ fn save_png(path: &Path, buffer: Vec<u8>) -> Result<()> {
     crate::atomic::write_atomic(path, &bytes.into_inner())
 }
 
+/// One line of a chart: name, y values (non-finite ones are left out) and colour.
+type Series<'a> = (&'a str, &'a [f64], RGBColor);
+
+/// How the x axis is labelled, and an optional labelled vertical marker.
+#[derive(Debug, Clone, Copy, Default)]
+struct Axis<'a> {
+    /// Ticks only at whole numbers (epochs).
+    integer_ticks: bool,
+    /// A vertical line at this x, with its label.
+    marker: Option<(f64, &'a str)>,
+}
+
 /// Draws a chart of named series over a shared x axis (y in [0, y_max]).
 fn line_chart(
     path: &Path,
     title: &str,
     x_label: &str,
     x: &[f64],
-    series: &[(&str, &[f64], RGBColor)],
+    series: &[Series],
+    axis: Axis,
 ) -> Result<()> {
     ensure_font();
     let mut buffer = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
@@ -58,6 +71,9 @@ fn line_chart(
         } else {
             (x_min - 1.0, x_min + 1.0)
         };
+        // Epoch axes get a little room at both ends, so a marker on the last epoch shows.
+        let pad = if axis.integer_ticks { 0.3 } else { 0.0 };
+        let (x_min, x_max) = (x_min - pad, x_max + pad);
         let y_max = series
             .iter()
             .flat_map(|(_, ys, _)| ys.iter().copied())
@@ -70,12 +86,26 @@ fn line_chart(
             .y_label_area_size(50)
             .build_cartesian_2d(x_min..x_max, 0.0..y_max * 1.02)
             .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
+        let whole = |v: &f64| format!("{v:.0}");
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(x_label).label_style(("sans-serif", 14));
+        if axis.integer_ticks {
+            // A tick step of at least 1: at most one label per whole number.
+            let span = (x_max - x_min - 2.0 * pad).round().max(1.0) as usize;
+            mesh.x_labels(span.min(10) + 1).x_label_formatter(&whole);
+        }
+        mesh.draw().map_err(|e| err(e.to_string()))?;
+        if let Some((at, label)) = axis.marker {
+            let green = RGBColor(20, 150, 60);
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(at, 0.0), (at, y_max * 1.02)],
+                    green.stroke_width(3),
+                ))
+                .map_err(|e| err(e.to_string()))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], green));
+        }
         for (name, ys, color) in series {
             let points: Vec<(f64, f64)> = x
                 .iter()
@@ -105,8 +135,9 @@ fn line_chart(
     save_png(path, buffer)
 }
 
-/// Loss, recall and Dice by epoch.
-pub fn learning_curve(path: &Path, run_id: &str, c: &Curves) -> Result<()> {
+/// Losses, recall, precision and Dice by epoch, with the kept epoch marked.
+pub fn learning_curve(path: &Path, run_id: &str, c: &Curves, kept: Option<i32>) -> Result<()> {
+    let label = kept.map(|e| format!("kept epoch {e}"));
     line_chart(
         path,
         &format!("{run_id}: learning curve"),
@@ -116,14 +147,24 @@ pub fn learning_curve(path: &Path, run_id: &str, c: &Curves) -> Result<()> {
             ("train loss", &c.train_loss, RGBColor(120, 120, 120)),
             ("val loss", &c.val_loss, BLACK),
             ("val recall", &c.val_recall, RGBColor(200, 30, 30)),
+            ("val precision", &c.val_precision, RGBColor(230, 150, 20)),
             ("val Dice", &c.val_dice, RGBColor(30, 90, 200)),
         ],
+        Axis {
+            integer_ticks: true,
+            marker: kept.zip(label.as_deref()).map(|(e, l)| (f64::from(e), l)),
+        },
     )
 }
 
-/// Precision against recall across the evaluation's thresholds.
+/// Precision against recall across the evaluation's thresholds; thresholds at which nothing is
+/// predicted have no precision and are left out (no line to (0, 1)).
 pub fn recall_precision(path: &Path, run_id: &str, sweep: &[SweepRow]) -> Result<()> {
-    let mut rows = sweep.to_vec();
+    let mut rows: Vec<SweepRow> = sweep
+        .iter()
+        .filter(|r| r.defined_precision().is_some())
+        .copied()
+        .collect();
     rows.sort_by(|a, b| a.recall.total_cmp(&b.recall));
     let recall: Vec<f64> = rows.iter().map(|r| r.recall).collect();
     let precision: Vec<f64> = rows.iter().map(|r| r.precision).collect();
@@ -133,5 +174,6 @@ pub fn recall_precision(path: &Path, run_id: &str, sweep: &[SweepRow]) -> Result
         "recall",
         &recall,
         &[("precision", &precision, RGBColor(30, 90, 200))],
+        Axis::default(),
     )
 }

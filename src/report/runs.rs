@@ -48,6 +48,8 @@ pub struct Curves {
     pub val_loss: Vec<f64>,
     /// Validation recall.
     pub val_recall: Vec<f64>,
+    /// Validation precision.
+    pub val_precision: Vec<f64>,
     /// Validation Dice.
     pub val_dice: Vec<f64>,
 }
@@ -178,6 +180,7 @@ pub fn curves(dir: &Path) -> Result<Curves> {
             col("train_loss"),
             col("val_loss"),
             col("val_recall"),
+            col("val_precision"),
             col("val_dice"),
         ])
         .collect()
@@ -187,6 +190,7 @@ pub fn curves(dir: &Path) -> Result<Curves> {
         train_loss: f64_column(&df, "train_loss", &path)?,
         val_loss: f64_column(&df, "val_loss", &path)?,
         val_recall: f64_column(&df, "val_recall", &path)?,
+        val_precision: f64_column(&df, "val_precision", &path)?,
         val_dice: f64_column(&df, "val_dice", &path)?,
     })
 }

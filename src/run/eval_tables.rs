@@ -84,6 +84,9 @@ pub fn write_thresholds(path: &Path, rows: &[SweepRow]) -> Result<u64> {
         floats(rows, |r| r.dice),
         floats(rows, |r| r.lesion_recall),
         floats(rows, |r| r.fp_components_per_slice),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.predicted_pixels as i64),
+        )),
     ];
     write_table(path, Table::Thresholds.spec(), columns)
 }
@@ -126,6 +129,7 @@ pub fn read_thresholds(path: &Path) -> Result<Vec<SweepRow>> {
         let f = |n| column::<Float64Array>(&b, n, path);
         let (t, r, p, d) = (f("threshold")?, f("recall")?, f("precision")?, f("dice")?);
         let (lr, fpc) = (f("lesion_recall")?, f("fp_components_per_slice")?);
+        let predicted = column::<Int64Array>(&b, "predicted_pixels", path)?;
         for i in 0..b.num_rows() {
             out.push(SweepRow {
                 threshold: t.value(i),
@@ -134,6 +138,7 @@ pub fn read_thresholds(path: &Path) -> Result<Vec<SweepRow>> {
                 dice: d.value(i),
                 lesion_recall: lr.value(i),
                 fp_components_per_slice: fpc.value(i),
+                predicted_pixels: u64::try_from(predicted.value(i)).unwrap_or(0),
             });
         }
     }
