@@ -25,7 +25,7 @@ def summarise(run: pathlib.Path) -> dict:
     totals = ep.select(pl.len().alias("epochs"), (pl.col("seconds").sum() / 60).alias("minutes")).collect()
     row = {
         "run": run.name,
-        "best_epoch": best["epoch"][0] if best.height else 0,
+        "best_epoch": best["epoch"][0] if best.height else None,
         "best_recall": best["val_recall"][0] if best.height else None,
         "best_dice": best["val_dice"][0] if best.height else None,
         "epochs": totals["epochs"][0],

@@ -63,11 +63,7 @@ fn runs_table(md: &mut String, pages: &[RunPage], broken: &[BrokenRun]) {
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     for r in pages.iter().map(|p| &p.summary) {
-        let best = if r.best_epoch > 0 {
-            r.best_epoch.to_string()
-        } else {
-            "—".into()
-        };
+        let best = r.best_epoch.map_or_else(|| "—".into(), |e| e.to_string());
         let _ = writeln!(
             md,
             "| {} | {best} | {} | {} | {} | {} | {} | {} | {:.1} |",

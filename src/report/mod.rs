@@ -108,7 +108,7 @@ pub fn run(cfg: &ReportConfig) -> Result<ReportOutcome> {
 /// drawn into the report folder.
 fn page_with_charts(cfg: &ReportConfig, dir: &Path, name: &str) -> Result<RunPage> {
     let summary = runs::summarise(dir, name)?;
-    let kept = (summary.best_epoch > 0).then_some(summary.best_epoch);
+    let kept = summary.best_epoch;
     let mut charts = vec![chart_name(&summary, "curve")];
     plots::learning_curve(&cfg.out.join(&charts[0]), name, &runs::curves(dir)?, kept)?;
     let sweep = runs::sweep(dir)?;

@@ -19,8 +19,8 @@ pub struct RunSummary {
     pub run_id: String,
     /// The run's path relative to `--runs` (its name in the report).
     pub name: String,
-    /// Best epoch by the run's monitor (0 when none was admissible).
-    pub best_epoch: i32,
+    /// Best epoch by the run's monitor (`None` when none was admissible).
+    pub best_epoch: Option<i32>,
     /// Validation recall at the best epoch.
     pub best_recall: f64,
     /// Validation precision at the best epoch.
@@ -144,9 +144,9 @@ pub fn summarise(dir: &Path, name: &str) -> Result<RunSummary> {
         run_id,
         name: name.to_string(),
         best_epoch: if has_best {
-            first(&best, "epoch")? as i32
+            Some(first(&best, "epoch")? as i32)
         } else {
-            0
+            None
         },
         best_recall: if has_best {
             first(&best, "val_recall")?

@@ -27,8 +27,8 @@ pub struct EpochMetrics {
     pub val_precision: f64,
     /// Pooled Dice.
     pub val_dice: f64,
-    /// Mean per-slice Dice.
-    pub val_dice_per_slice: f64,
+    /// Mean per-slice Dice (`mean_slice_dice` in `eval/summary.json`).
+    pub val_mean_slice_dice: f64,
     /// Pooled confusion matrix.
     pub tp: i64,
     /// False positives.
@@ -51,8 +51,8 @@ pub struct EpochMetrics {
     pub monitor_value: f64,
     /// Became the best checkpoint.
     pub improved: bool,
-    /// Best epoch so far.
-    pub best_epoch: i32,
+    /// Best epoch so far; `None` until an epoch passes the min-precision guard.
+    pub best_epoch: Option<i32>,
 }
 
 /// Writes all rows to `path`, atomically.
@@ -73,7 +73,7 @@ pub fn write_epochs(path: &Path, rows: &[EpochMetrics]) -> Result<u64> {
         f64s(|r| r.val_recall),
         f64s(|r| r.val_precision),
         f64s(|r| r.val_dice),
-        f64s(|r| r.val_dice_per_slice),
+        f64s(|r| r.val_mean_slice_dice),
         i64s(|r| r.tp),
         i64s(|r| r.fp),
         i64s(|r| r.fn_),
@@ -89,8 +89,8 @@ pub fn write_epochs(path: &Path, rows: &[EpochMetrics]) -> Result<u64> {
         Arc::new(BooleanArray::from(
             rows.iter().map(|r| r.improved).collect::<Vec<_>>(),
         )),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.best_epoch),
+        Arc::new(Int32Array::from(
+            rows.iter().map(|r| r.best_epoch).collect::<Vec<_>>(),
         )),
     ];
     write_table(path, Table::Epochs.spec(), columns)
@@ -118,7 +118,7 @@ pub fn read_epochs(path: &Path) -> Result<Vec<EpochMetrics>> {
                 val_recall: f("val_recall")?.value(r),
                 val_precision: f("val_precision")?.value(r),
                 val_dice: f("val_dice")?.value(r),
-                val_dice_per_slice: f("val_dice_per_slice")?.value(r),
+                val_mean_slice_dice: f("val_mean_slice_dice")?.value(r),
                 tp: i("tp")?.value(r),
                 fp: i("fp")?.value(r),
                 fn_: i("fn")?.value(r),
@@ -130,7 +130,10 @@ pub fn read_epochs(path: &Path) -> Result<Vec<EpochMetrics>> {
                 monitor: monitor.value(r).to_string(),
                 monitor_value: f("monitor_value")?.value(r),
                 improved: improved.value(r),
-                best_epoch: e("best_epoch")?.value(r),
+                best_epoch: {
+                    let best = e("best_epoch")?;
+                    best.is_valid(r).then(|| best.value(r))
+                },
             });
         }
     }
@@ -153,7 +156,7 @@ mod tests {
             val_recall: 0.9,
             val_precision: 0.5,
             val_dice: 0.6,
-            val_dice_per_slice: 0.55,
+            val_mean_slice_dice: 0.55,
             tp: 9,
             fp: 9,
             fn_: 1,
@@ -165,7 +168,7 @@ mod tests {
             monitor: "fbeta(beta=2)".into(),
             monitor_value: 0.77,
             improved: true,
-            best_epoch: 1,
+            best_epoch: Some(1),
         };
         let rows = vec![
             row.clone(),

@@ -19,7 +19,7 @@ pub struct TrainReport {
 impl TrainReport {
     /// The best epoch's row, if any epoch was admissible.
     pub fn best(&self) -> Option<&EpochMetrics> {
-        let best = self.epochs.last()?.best_epoch;
+        let best = self.epochs.last()?.best_epoch?;
         self.epochs.iter().find(|e| e.epoch == best)
     }
 

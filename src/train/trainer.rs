@@ -249,7 +249,7 @@ impl<'a> Trainer<'a> {
             val_recall: v.scores.recall,
             val_precision: v.scores.precision,
             val_dice: v.scores.dice,
-            val_dice_per_slice: v.scores.mean_slice_dice,
+            val_mean_slice_dice: v.scores.mean_slice_dice,
             tp: v.counts.tp as i64,
             fp: v.counts.fp as i64,
             fn_: v.counts.fn_ as i64,
@@ -261,7 +261,7 @@ impl<'a> Trainer<'a> {
             monitor: s.monitor_name(),
             monitor_value: s.monitor_spec().value(&v.scores),
             improved: decision.improved,
-            best_epoch: self.state.stopping.best.best_epoch.unwrap_or(0) as i32,
+            best_epoch: self.state.stopping.best.best_epoch.map(|e| e as i32),
         }
     }
 

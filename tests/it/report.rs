@@ -30,6 +30,7 @@ fn report_lists_every_run_with_its_best_epoch() {
     for name in ["alpha", "beta"] {
         let rows = read_epochs(&sb.path(&format!("runs/{name}/epochs.parquet"))).unwrap();
         let best = rows.last().unwrap().best_epoch;
+        let best = best.map_or_else(|| "—".to_string(), |b| b.to_string());
         let line = md
             .lines()
             .find(|l| l.starts_with(&format!("| {name} |")))
@@ -45,6 +46,7 @@ fn report_lists_every_run_with_its_best_epoch() {
         for name in ["alpha", "beta"] {
             let rows = read_epochs(&sb.path(&format!("runs/{name}/epochs.parquet"))).unwrap();
             let best = rows.last().unwrap().best_epoch;
+            let best = best.map_or_else(|| "None".to_string(), |b| b.to_string());
             assert!(
                 py.contains(&format!("run {name} best_epoch {best}")),
                 "{py}"

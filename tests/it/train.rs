@@ -52,7 +52,7 @@ fn a_short_cpu_run_learns_to_segment_nodules() {
     ])
     .ok();
     let rows = read_epochs(&run.join("epochs.parquet")).unwrap();
-    let best = rows.last().unwrap().best_epoch;
+    let best = rows.last().unwrap().best_epoch.expect("a best epoch");
     let best = rows.iter().find(|r| r.epoch == best).expect("a best epoch");
     assert!(best.val_dice >= LEARNED_DICE, "{}\n{rows:#?}", out.stdout);
     assert!(
