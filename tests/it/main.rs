@@ -6,6 +6,7 @@ mod export;
 mod hostile_inputs;
 mod predict_inputs;
 mod prepare;
+mod records;
 mod reliability;
 mod report;
 mod split;
