@@ -42,9 +42,13 @@ enum What {
         /// Forward only, in evaluation mode.
         #[arg(long)]
         forward_only: bool,
-        /// Use candle's own conv2d backward (the reference) instead of the fast CPU one.
+        /// Use candle's reference ops throughout (same as `--kernels candle-reference`).
         #[arg(long)]
         reference_conv: bool,
+        /// Which layer implementation: fused (lungseg's CPU kernels), fast-backward or
+        /// candle-reference. Default: the model's default (fused; `LUNGSEG_KERNELS` overrides).
+        #[arg(long)]
+        kernels: Option<ConvImpl>,
     },
     /// Shards → device-ready patch batches, no model.
     Stream {
@@ -79,15 +83,11 @@ fn train_step(
     warmup: usize,
     device: &str,
     forward_only: bool,
-    reference_conv: bool,
+    kernels: ConvImpl,
 ) -> anyhow::Result<serde_json::Value> {
     let dev = open_device(device)?;
     let vm = VarMap::new();
-    let conv = if reference_conv {
-        ConvImpl::CandleReference
-    } else {
-        ConvImpl::FastBackward
-    };
+    let conv = kernels;
     let model = UNet::with_impls(
         &UNetConfig {
             base_channels: base,
@@ -129,7 +129,7 @@ fn train_step(
         "threads": rayon::current_num_threads(), "batch": batch, "size": size, "base": base,
         "seconds_per_step": s, "patches_per_s": batch as f64 / s, "steps": steps,
         "mode": if forward_only { "forward-only" } else { "train-step" },
-        "conv": if reference_conv { "candle-reference" } else { "fast-backward" },
+        "conv": serde_json::to_value(kernels)?,
     }))
 }
 
@@ -179,6 +179,7 @@ fn main() -> ExitCode {
             device,
             forward_only,
             reference_conv,
+            kernels,
         } => train_step(
             base,
             batch,
@@ -187,7 +188,10 @@ fn main() -> ExitCode {
             warmup,
             &device,
             forward_only,
-            reference_conv,
+            match (reference_conv, kernels) {
+                (true, _) => ConvImpl::CandleReference,
+                (false, k) => k.unwrap_or_default(),
+            },
         ),
         What::Stream {
             data,

@@ -17,24 +17,10 @@
 //! computes as a sum over `(B, H, W)`.
 //!
 //! The backward uses only tensor ops, so it works on any device, but the op's forward exists for
-//! the CPU only: callers should use candle's `conv2d` elsewhere (see [`ConvImpl`]).
+//! the CPU only: callers should use candle's `conv2d` elsewhere (see [`crate::model::ConvImpl`]).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
-use serde::{Deserialize, Serialize};
-
-/// Which convolution implementation a [`crate::model::ConvLayer`] uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ConvImpl {
-    /// candle's `conv2d` with its built-in backward (the reference implementation).
-    CandleReference,
-    /// [`conv2d_fast_backward`] on the CPU: same forward, input gradient through the
-    /// im2col + gemm convolution instead of the naive transposed convolution. Other devices fall
-    /// back to [`ConvImpl::CandleReference`].
-    #[default]
-    FastBackward,
-}
 
 /// The custom op: `conv2d(x, w, padding)` with stride 1, dilation 1, one group.
 #[derive(Debug, Clone, Copy)]
@@ -284,17 +270,6 @@ mod tests {
         assert!(
             conv2d_fast_backward(&x, &Tensor::zeros((2, 3, 3, 1), DType::F32, &dev)?, 1).is_err()
         );
-        Ok(())
-    }
-
-    #[test]
-    fn conv_impl_serde_is_kebab_case() -> Result<()> {
-        let s = serde_json::to_string(&ConvImpl::FastBackward).map_err(candle_core::Error::wrap)?;
-        assert_eq!(s, "\"fast-backward\"");
-        let r: ConvImpl =
-            serde_json::from_str("\"candle-reference\"").map_err(candle_core::Error::wrap)?;
-        assert_eq!(r, ConvImpl::CandleReference);
-        assert_eq!(ConvImpl::default(), ConvImpl::FastBackward);
         Ok(())
     }
 

@@ -1,0 +1,55 @@
+//! Which implementation the U-Net's layers run: lungseg's fused CPU kernels, or candle's
+//! reference compositions (kept selectable so that any change to the kernels can be checked
+//! against them, down to a whole training run's epoch table).
+
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+
+/// The implementation a [`crate::model::ConvLayer`], [`crate::model::DoubleConv`] and
+/// [`crate::model::UNet`] use. Every variant has the same variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvImpl {
+    /// candle's ops throughout: `conv2d` with its own backward, candle-nn's BatchNorm, ReLU,
+    /// the composed bilinear upsampler and `Tensor::cat`, and max-pooling from reductions (with
+    /// PyTorch's gradient; candle's `max_pool2d` divides it, see `model::cpu::pool`).
+    CandleReference,
+    /// As [`ConvImpl::CandleReference`] but with the convolution's backward of
+    /// [`crate::model::conv2d_fast_backward`] on the CPU.
+    FastBackward,
+    /// lungseg's fused CPU ops (`model::ops`): direct convolution kernels, BatchNorm+ReLU,
+    /// pooling and upsample+concat each one autograd node; the eval-mode BatchNorm folds into
+    /// the convolution. Other devices and dtypes fall back to the reference compositions.
+    Fused,
+}
+
+impl Default for ConvImpl {
+    /// [`ConvImpl::Fused`], unless the environment variable `LUNGSEG_KERNELS` says `reference`
+    /// (or `fast-backward`): that switches every model built with the defaults, such as the
+    /// trainer's, to the reference ops for a comparison run.
+    fn default() -> Self {
+        static FROM_ENV: OnceLock<ConvImpl> = OnceLock::new();
+        *FROM_ENV.get_or_init(|| match std::env::var("LUNGSEG_KERNELS").as_deref() {
+            Ok("reference") | Ok("candle-reference") => ConvImpl::CandleReference,
+            Ok("fast-backward") => ConvImpl::FastBackward,
+            _ => ConvImpl::Fused,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_impl_serde_is_kebab_case() -> candle_core::Result<()> {
+        let s = serde_json::to_string(&ConvImpl::FastBackward).map_err(candle_core::Error::wrap)?;
+        assert_eq!(s, "\"fast-backward\"");
+        let r: ConvImpl =
+            serde_json::from_str("\"candle-reference\"").map_err(candle_core::Error::wrap)?;
+        assert_eq!(r, ConvImpl::CandleReference);
+        let f: ConvImpl = serde_json::from_str("\"fused\"").map_err(candle_core::Error::wrap)?;
+        assert_eq!(f, ConvImpl::Fused);
+        Ok(())
+    }
+}
