@@ -45,10 +45,23 @@ enum What {
         /// Use candle's reference ops throughout (same as `--kernels candle-reference`).
         #[arg(long)]
         reference_conv: bool,
-        /// Which layer implementation: fused (lungseg's CPU kernels), fast-backward or
-        /// candle-reference. Default: the model's default (fused; `LUNGSEG_KERNELS` overrides).
+        /// Which layer implementation: fused (lungseg's CPU kernels, one node for the net),
+        /// fused-layers (one node per layer), fast-backward or candle-reference. Default: the
+        /// model's default (fused; `LUNGSEG_KERNELS` overrides).
         #[arg(long)]
         kernels: Option<ConvImpl>,
+    },
+    /// Each CPU kernel of one training step on the U-Net's own layer shapes, timed alone:
+    /// CPU seconds (all threads) and wall seconds, the minimum over `--reps`.
+    Layers {
+        #[arg(long, default_value_t = 64)]
+        base: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
     },
     /// Shards → device-ready patch batches, no model.
     Stream {
@@ -63,6 +76,9 @@ enum What {
         device: String,
     },
 }
+
+#[path = "lungseg-bench/layers.rs"]
+mod layers;
 
 fn open_device(name: &str) -> anyhow::Result<Device> {
     let spec: lungseg::train::device::DeviceSpec = name.parse().map_err(anyhow::Error::msg)?;
@@ -108,8 +124,9 @@ fn train_step(
     let x = Tensor::from_vec(x, (batch, 1, size, size), &dev)?;
     let y = Tensor::from_vec(y, (batch, 1, size, size), &dev)?;
     let mut times = Vec::new();
+    let mut cpu_times = Vec::new();
     for i in 0..warmup + steps {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), layers::cpu_seconds());
         if forward_only {
             let p = model.forward_t(&x, false)?;
             p.sum_all()?.to_scalar::<f32>()?;
@@ -121,13 +138,18 @@ fn train_step(
         }
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
+            cpu_times.push(layers::cpu_seconds() - cpu);
         }
     }
-    let s = median(times);
+    let (s, min_s) = (
+        median(times.clone()),
+        times.iter().copied().fold(f64::MAX, f64::min),
+    );
     Ok(serde_json::json!({
         "framework": "candle", "device": lungseg::train::device::describe(&dev),
         "threads": rayon::current_num_threads(), "batch": batch, "size": size, "base": base,
         "seconds_per_step": s, "patches_per_s": batch as f64 / s, "steps": steps,
+        "min_seconds_per_step": min_s, "cpu_seconds_per_step": median(cpu_times),
         "mode": if forward_only { "forward-only" } else { "train-step" },
         "conv": serde_json::to_value(kernels)?,
     }))
@@ -193,6 +215,12 @@ fn main() -> ExitCode {
                 (false, k) => k.unwrap_or_default(),
             },
         ),
+        What::Layers {
+            base,
+            batch,
+            size,
+            reps,
+        } => layers::run(base, batch, size, reps),
         What::Stream {
             data,
             batch,

@@ -17,21 +17,35 @@ pub enum ConvImpl {
     /// As [`ConvImpl::CandleReference`] but with the convolution's backward of
     /// [`crate::model::conv2d_fast_backward`] on the CPU.
     FastBackward,
-    /// lungseg's fused CPU ops (`model::ops`): direct convolution kernels, BatchNorm+ReLU,
-    /// pooling and upsample+concat each one autograd node; the eval-mode BatchNorm folds into
-    /// the convolution. Other devices and dtypes fall back to the reference compositions.
+    /// lungseg's fused CPU ops (`model::ops`): the U-Net's whole training pass is one autograd
+    /// node (`model::ops::network`); a lone [`crate::model::DoubleConv`] or
+    /// [`crate::model::ConvLayer`] runs as [`ConvImpl::FusedLayers`]; evaluation folds each
+    /// eval-mode BatchNorm into its convolution and records no backward. Other devices and
+    /// dtypes fall back to the reference compositions.
     Fused,
+    /// The same kernels with one autograd node per layer operation (convolution,
+    /// BatchNorm+ReLU, pooling, upsample+concat): candle's `GradStore` then zero-fills and adds
+    /// every activation gradient. Kept to measure what the whole-network node saves.
+    FusedLayers,
+}
+
+impl ConvImpl {
+    /// True for the implementations that run lungseg's CPU kernels.
+    pub fn is_fused(self) -> bool {
+        matches!(self, ConvImpl::Fused | ConvImpl::FusedLayers)
+    }
 }
 
 impl Default for ConvImpl {
     /// [`ConvImpl::Fused`], unless the environment variable `LUNGSEG_KERNELS` says `reference`
-    /// (or `fast-backward`): that switches every model built with the defaults, such as the
+    /// (or `fast-backward`, `fused-layers`): that switches every model built with the defaults, such as the
     /// trainer's, to the reference ops for a comparison run.
     fn default() -> Self {
         static FROM_ENV: OnceLock<ConvImpl> = OnceLock::new();
         *FROM_ENV.get_or_init(|| match std::env::var("LUNGSEG_KERNELS").as_deref() {
             Ok("reference") | Ok("candle-reference") => ConvImpl::CandleReference,
             Ok("fast-backward") => ConvImpl::FastBackward,
+            Ok("fused-layers") => ConvImpl::FusedLayers,
             _ => ConvImpl::Fused,
         })
     }

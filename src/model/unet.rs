@@ -17,10 +17,13 @@ use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder, Va
 use serde::{Deserialize, Serialize};
 
 use super::bilinear::upsample_bilinear2x;
+use super::cpu::buffers::BufferPool;
 use super::fast_conv::conv2d_fast_backward;
 use super::kernels::ConvImpl;
-use super::ops::bn_relu::{batch_norm_relu_reference, batch_norm_relu_train};
+use super::ops::bn_relu::{batch_norm_relu_reference, batch_norm_relu_train, update_running_stats};
 use super::ops::conv::{conv2d, conv2d_bn_relu_inference, conv2d_inference};
+use super::ops::fused_applies;
+use super::ops::network::unet_train_forward;
 use super::ops::pool::{max_pool2x2, max_pool2x2_reference};
 use super::ops::upsample::upsample_cat;
 
@@ -116,7 +119,7 @@ impl ConvLayer {
     /// `(B, C_in, H, W)` → `(B, C_out, H + 2p - k + 1, W + 2p - k + 1)`.
     pub fn forward_inference(&self, xs: &Tensor) -> Result<Tensor> {
         match (self.imp, self.conv.bias()) {
-            (ConvImpl::Fused, Some(bias)) => {
+            (imp, Some(bias)) if imp.is_fused() => {
                 conv2d_inference(xs, self.conv.weight(), bias, self.padding())
             }
             _ => Ok(self.forward(xs)?.detach()),
@@ -127,7 +130,7 @@ impl ConvLayer {
     /// fused implementation folds the batch-norm into the convolution's epilogue.
     fn forward_bn_relu_inference(&self, xs: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
         match (self.imp, self.conv.bias()) {
-            (ConvImpl::Fused, Some(bias)) => {
+            (imp, Some(bias)) if imp.is_fused() => {
                 conv2d_bn_relu_inference(xs, self.conv.weight(), bias, bn, self.padding())
             }
             _ => Ok(batch_norm_relu_reference(&self.forward(xs)?, bn, false)?.detach()),
@@ -142,7 +145,7 @@ impl ConvLayer {
 impl Module for ConvLayer {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self.imp {
-            ConvImpl::Fused => match self.conv.bias() {
+            ConvImpl::Fused | ConvImpl::FusedLayers => match self.conv.bias() {
                 Some(bias) => conv2d(xs, self.conv.weight(), bias, self.padding()),
                 None => self.conv.forward(xs),
             },
@@ -194,6 +197,24 @@ impl DoubleConv {
             bn2: candle_nn::batch_norm(out_c, bn_config(), vb.pp("4"))?,
         })
     }
+
+    /// The block's trainable tensors in the fused network's packing order (conv 1 weight and
+    /// bias, batch-norm 1 weight and bias, then the same for conv 2 and batch-norm 2), or
+    /// `None` if a layer lacks a bias or affine parameters.
+    fn params(&self) -> Option<[&Tensor; 8]> {
+        let (g1, b1) = self.bn1.weight_and_bias()?;
+        let (g2, b2) = self.bn2.weight_and_bias()?;
+        Some([
+            self.conv1.conv.weight(),
+            self.conv1.conv.bias()?,
+            g1,
+            b1,
+            self.conv2.conv.weight(),
+            self.conv2.conv.bias()?,
+            g2,
+            b2,
+        ])
+    }
 }
 
 impl ModuleT for DoubleConv {
@@ -203,7 +224,7 @@ impl ModuleT for DoubleConv {
     /// # Shapes
     /// `(B, in_c, H, W)` → `(B, out_c, H, W)`.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let fused = self.conv1.conv_impl() == ConvImpl::Fused;
+        let fused = self.conv1.conv_impl().is_fused();
         if !train {
             let xs = self.conv1.forward_bn_relu_inference(xs, &self.bn1)?; // (B, out_c, H, W)
             return self.conv2.forward_bn_relu_inference(&xs, &self.bn2); // (B, out_c, H, W)
@@ -233,6 +254,9 @@ pub struct UNet {
     out: ConvLayer,
     upsample: Upsample2x,
     imp: ConvImpl,
+    base: usize,
+    /// Activation and gradient buffers of the fused training pass, reused across steps.
+    buffers: BufferPool,
 }
 
 impl UNet {
@@ -267,6 +291,8 @@ impl UNet {
             out: ConvLayer::with_impl(c, 1, 1, 0, conv, vb.pp("out"))?,
             upsample,
             imp: conv,
+            base: c,
+            buffers: BufferPool::default(),
         })
     }
 
@@ -275,9 +301,55 @@ impl UNet {
         candle_nn::ops::sigmoid(&self.forward_t(xs, train)?)
     }
 
+    /// The five blocks in network order.
+    fn blocks(&self) -> [&DoubleConv; 5] {
+        [&self.d1, &self.d2, &self.d3, &self.u1, &self.u2]
+    }
+
+    /// The training forward as one fused op (`model::ops::network`), if this net and input
+    /// allow it: the fused implementation with the trainable bilinear upsampler, f32 on the
+    /// CPU, every layer with its bias and affine parameters. Updates the running statistics.
+    fn forward_train_fused(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+        if self.imp != ConvImpl::Fused
+            || self.upsample != Upsample2x::Bilinear
+            || !fused_applies(xs)
+        {
+            return Ok(None);
+        }
+        let mut params = Vec::with_capacity(42);
+        for block in self.blocks() {
+            let Some(p) = block.params() else {
+                return Ok(None);
+            };
+            params.extend(p);
+        }
+        let (Some(out_bias), out_weight) = (self.out.conv.bias(), self.out.conv.weight()) else {
+            return Ok(None);
+        };
+        params.extend([out_weight, out_bias]);
+        let flat = params
+            .iter()
+            .map(|t| t.flatten_all())
+            .collect::<Result<Vec<_>>>()?;
+        let packed = Tensor::cat(&flat, 0)?;
+        // Every batch-norm of the net is built with the same `bn_config`.
+        let eps = self.d1.bn1.eps();
+        let (logits, stats) = unet_train_forward(xs, &packed, self.base, eps, &self.buffers)?;
+        let (b, _one, h, w) = xs.dims4()?;
+        let levels = [1, 2, 4, 2, 1]; // d1, d2, d3, u1, u2: input size over the block's
+        for ((block, div), pair) in self.blocks().iter().zip(levels).zip(stats.chunks(2)) {
+            let n = b * (h / div) * (w / div);
+            if let [s1, s2] = pair {
+                update_running_stats(&block.bn1, s1, n)?;
+                update_running_stats(&block.bn2, s2, n)?;
+            }
+        }
+        Ok(Some(logits))
+    }
+
     /// 2×2 max-pooling: the fused op, or the reference composition.
     fn pool(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        if self.imp == ConvImpl::Fused {
+        if self.imp.is_fused() {
             max_pool2x2(xs, train)
         } else {
             max_pool2x2_reference(xs)
@@ -287,7 +359,7 @@ impl UNet {
     /// `cat([upsample(low), skip], 1)`: the fused op for the trainable bilinear upsampler with
     /// the fused implementation, else the composition.
     fn up_cat(&self, low: &Tensor, skip: &Tensor, train: bool) -> Result<Tensor> {
-        if self.imp == ConvImpl::Fused && self.upsample == Upsample2x::Bilinear {
+        if self.imp.is_fused() && self.upsample == Upsample2x::Bilinear {
             upsample_cat(low, skip, train)
         } else {
             Tensor::cat(&[&self.upsample.apply(low)?, skip], 1)
@@ -305,6 +377,11 @@ impl ModuleT for UNet {
         let (_b, _one, h, w) = xs.dims4()?;
         if h % 4 != 0 || w % 4 != 0 {
             candle_core::bail!("UNet input H and W must be multiples of 4, got {h}x{w}")
+        }
+        if train {
+            if let Some(logits) = self.forward_train_fused(xs)? {
+                return Ok(logits);
+            }
         }
         let c1 = self.d1.forward_t(xs, train)?; // (B, c, H, W)
         let c2 = self.d2.forward_t(&self.pool(&c1, train)?, train)?; // (B, 2c, H/2, W/2)
@@ -588,9 +665,46 @@ mod tests {
     #[test]
     fn fused_unet_forward_and_gradients_match_reference() -> Result<()> {
         // Widths that are not multiples of 8, odd sizes of the deepest level, batch 1.
-        for (base, dims) in [(4, (2, 16, 16)), (3, (1, 12, 20)), (5, (3, 8, 4))] {
-            let err = unet_error_against_reference(ConvImpl::Fused, base, dims)?;
-            assert!(err < 1e-4, "base {base} {dims:?}: forward rel err {err}");
+        for imp in [ConvImpl::Fused, ConvImpl::FusedLayers] {
+            for (base, dims) in [(4, (2, 16, 16)), (3, (1, 12, 20)), (5, (3, 8, 4))] {
+                let err = unet_error_against_reference(imp, base, dims)?;
+                assert!(
+                    err < 1e-4,
+                    "{imp:?} base {base} {dims:?}: forward rel err {err}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_training_updates_running_stats_like_reference() -> Result<()> {
+        let build = |imp| -> Result<(VarMap, UNet)> {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+            let cfg = UNetConfig { base_channels: 3 };
+            let net = UNet::with_impls(&cfg, Upsample2x::Bilinear, imp, vb)?;
+            crate::model::init::init_like_pytorch(&varmap, 5)?;
+            Ok((varmap, net))
+        };
+        let (vm_ref, reference) = build(ConvImpl::CandleReference)?;
+        let (vm_fused, fused) = build(ConvImpl::Fused)?;
+        for seed in 0..2 {
+            let (x, _) = seeded_input(seed, (2, 8, 12))?;
+            reference.forward_t(&x, true)?;
+            fused.forward_t(&x, true)?;
+        }
+        let (a, b) = (
+            vm_ref.data().lock().unwrap(),
+            vm_fused.data().lock().unwrap(),
+        );
+        let stats: Vec<&String> = a.keys().filter(|k| is_running_stat(k)).collect();
+        assert_eq!(stats.len(), 20);
+        for name in stats {
+            let (ra, rb) = (a[name].as_tensor(), b[name].as_tensor());
+            let err = (ra - rb)?.abs()?.max_all()?.to_scalar::<f32>()?
+                / ra.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(err < 1e-5, "{name}: rel err {err}");
         }
         Ok(())
     }

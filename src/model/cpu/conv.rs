@@ -437,37 +437,65 @@ pub fn conv2d_backward_weight(
 ) {
     check(shape, x.len(), dw.len(), gy.len());
     assert_eq!(db.len(), shape.c_out, "conv2d kernel: bias length");
-    // Vectors over output channels: with fewer than 16 (or an odd count), 8-lane vectors
-    // waste fewer lanes than 16-lane ones.
-    let isa = if shape.c_out % 16 == 0 {
-        isa
-    } else {
-        isa.min(Isa::Avx2)
-    };
+    let rows = shape.c_in * shape.k * shape.k;
+    if shape.c_out < 32 || shape.c_out % 16 != 0 {
+        // Narrow layers: vectors along the image rows (no lanes wasted on missing channels).
+        let sums = sum_over_tasks(shape, shape.c_out * (rows + 1), |task, acc| {
+            simd::run_on(
+                isa,
+                PositionWeightGradTask {
+                    shape,
+                    x,
+                    gy,
+                    task,
+                    acc,
+                },
+            )
+        });
+        dw.copy_from_slice(&sums[..shape.c_out * rows]);
+        db.copy_from_slice(&sums[shape.c_out * rows..][..shape.c_out]);
+        return;
+    }
     let lanes = isa.lanes();
     let nv = if shape.c_out >= 2 * lanes { 2 } else { 1 };
     let cop = shape.c_out.div_ceil(nv * lanes) * nv * lanes;
-    let rows = shape.c_in * shape.k * shape.k;
     // Accumulators: `(c_in·k², cop)` sums, NB rows for a last partial group to spill into,
     // then the bias sums.
-    let acc_len = (rows + NB) * cop + cop;
-    let sums = row_tasks(shape.batch, shape.h_out())
+    let sums = sum_over_tasks(shape, (rows + NB) * cop + cop, |task, acc| {
+        simd::run_on(
+            isa,
+            WeightGradTask {
+                shape,
+                x,
+                gy,
+                task,
+                cop,
+                nv,
+                acc,
+            },
+        )
+    });
+    for (co, dw_co) in dw.chunks_exact_mut(rows).enumerate() {
+        for (n, v) in dw_co.iter_mut().enumerate() {
+            *v = sums[n * cop + co];
+        }
+        db[co] = sums[(rows + NB) * cop + co];
+    }
+}
+
+/// Runs `band(task, acc)` over the bands of [`row_tasks`], each thread adding into its own
+/// zeroed accumulator of `len` floats, and returns their sum.
+fn sum_over_tasks(
+    shape: &ConvShape,
+    len: usize,
+    band: impl Fn(RowTask, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    row_tasks(shape.batch, shape.h_out())
         .par_iter()
         .fold(
-            || vec![0.0f32; acc_len],
+            || vec![0.0f32; len],
             |mut acc, task| {
-                simd::run_on(
-                    isa,
-                    WeightGradTask {
-                        shape,
-                        x,
-                        gy,
-                        task: *task,
-                        cop,
-                        nv,
-                        acc: &mut acc,
-                    },
-                );
+                band(*task, &mut acc);
                 acc
             },
         )
@@ -475,15 +503,130 @@ pub fn conv2d_backward_weight(
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
         })
-        .unwrap_or_else(|| vec![0.0; acc_len]);
-    let kk = shape.k * shape.k;
-    for (co, dw_co) in dw.chunks_exact_mut(rows).enumerate() {
-        for (n, v) in dw_co.iter_mut().enumerate() {
-            *v = sums[n * cop + co];
+        .unwrap_or_else(|| vec![0.0; len])
+}
+
+/// One band of rows of [`conv2d_backward_weight`] for narrow layers, added into `acc`
+/// (`dw` then `db` layout): vectors along each output row, `MC` output channels × [`NB`]
+/// `(channel, tap)` rows of accumulators, summed across lanes once per band.
+struct PositionWeightGradTask<'a> {
+    shape: &'a ConvShape,
+    x: &'a [f32],
+    gy: &'a [f32],
+    task: RowTask,
+    acc: &'a mut [f32],
+}
+
+impl Kernel for PositionWeightGradTask<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self) {
+        if S::LANES == 16 {
+            self.band::<S, 2>()
+        } else {
+            self.band::<S, 1>()
         }
-        db[co] = sums[(rows + NB) * cop + co];
     }
-    debug_assert_eq!(rows, shape.c_in * kk);
+}
+
+impl PositionWeightGradTask<'_> {
+    #[inline(always)]
+    fn band<S: Simd, const MC: usize>(self) {
+        let s = self.shape;
+        let (ho, wo, k, kk) = (s.h_out(), s.w_out(), s.k, s.k * s.k);
+        let wp = s.w + 2 * s.pad;
+        let band = self.task.len();
+        let plane = (band + k - 1) * wp;
+        let rows = s.c_in * kk;
+        let image = &self.x[self.task.image * s.c_in * s.h * s.w..][..s.c_in * s.h * s.w];
+        let gy_image = &self.gy[self.task.image * s.c_out * ho * wo..][..s.c_out * ho * wo];
+        let mut slab = Scratch::take(s.c_in * plane + SLACK);
+        fill_slab(
+            image,
+            (s.c_in, s.h, s.w, s.pad),
+            self.task.start,
+            band + k - 1,
+            &mut slab,
+        );
+        let acc = self.acc;
+        let offset = |n: usize| (n / kk) * plane + ((n % kk) / k) * wp + n % k;
+        // Rows of missing channels (past c_out) read zeros: stride 0 into this row.
+        let zeros = vec![0.0f32; wo + S::LANES];
+        for g0 in (0..rows).step_by(NB) {
+            let offsets: [usize; NB] = std::array::from_fn(|n| offset((g0 + n).min(rows - 1)));
+            for co0 in (0..s.c_out).step_by(MC) {
+                let gy_rows: [(*const f32, usize); MC] = std::array::from_fn(|m| {
+                    let co = co0 + m;
+                    if co < s.c_out {
+                        let first = (co * ho + self.task.start) * wo;
+                        (gy_image[first..first + band * wo].as_ptr(), wo)
+                    } else {
+                        (zeros.as_ptr(), 0)
+                    }
+                });
+                // SAFETY: gy rows hold band·wo floats (or are the zero row, stride 0); slab
+                // loads start below c_in·plane + LANES + k (within SLACK).
+                let sums = unsafe {
+                    position_tile::<S, MC>(&gy_rows, slab.as_ptr(), &offsets, band, wp, wo)
+                };
+                for (m, sm) in sums.iter().enumerate().take(s.c_out - co0) {
+                    for (n, &v) in sm.iter().enumerate().take(rows - g0) {
+                        // SAFETY: `sum` only reads the register.
+                        acc[(co0 + m) * rows + g0 + n] += unsafe { S::sum(v) };
+                    }
+                }
+            }
+        }
+        let bias = &mut acc[s.c_out * rows..];
+        for (co, b) in bias.iter_mut().enumerate().take(s.c_out) {
+            let first = (co * ho + self.task.start) * wo;
+            *b += gy_image[first..first + band * wo].iter().sum::<f32>();
+        }
+    }
+}
+
+/// The register tile of [`PositionWeightGradTask`]: `sums[m][n] = Σ_{rows, cols}
+/// gy_m[r, c] · x[offsets[n] + r·wp + c]` over `rows` rows of `wo` columns, in vectors along
+/// the row (a last partial vector reads `gy` masked: its extra lanes add nothing).
+///
+/// # Safety
+/// `gy[m].0 + r·gy[m].1 + c` must be readable for `r < rows`, `c < wo`; `x + offsets[n] +
+/// r·wp + c` must be readable for `LANES` floats at every vector start `c`.
+#[inline(always)]
+unsafe fn position_tile<S: Simd, const MC: usize>(
+    gy: &[(*const f32, usize); MC],
+    x: *const f32,
+    offsets: &[usize; NB],
+    rows: usize,
+    wp: usize,
+    wo: usize,
+) -> [[S::V; NB]; MC] {
+    let mut sums = [[S::zero(); NB]; MC];
+    for r in 0..rows {
+        let mut c = 0;
+        while c < wo {
+            let lanes = S::LANES.min(wo - c);
+            let mut g = [S::zero(); MC];
+            for (gm, &(row, stride)) in g.iter_mut().zip(gy) {
+                let p = row.add(r * stride + c);
+                *gm = if lanes == S::LANES {
+                    S::load(p)
+                } else {
+                    S::load_first(p, lanes)
+                };
+            }
+            let base = x.add(r * wp + c);
+            for (n, &o) in offsets.iter().enumerate() {
+                let xv = S::load(base.add(o));
+                for (sm, &gm) in sums.iter_mut().zip(&g) {
+                    sm[n] = S::mul_add(gm, xv, sm[n]);
+                }
+            }
+            c += S::LANES;
+        }
+    }
+    sums
 }
 
 /// One band of rows of [`conv2d_backward_weight`], added into `acc`.

@@ -3,6 +3,7 @@
 
 pub mod adam;
 pub mod bn_relu;
+pub mod buffers;
 pub mod conv;
 pub mod par;
 pub mod pool;

@@ -75,6 +75,16 @@ pub fn max_pool2x2_forward(shape: &PoolShape, x: &[f32], y: &mut [f32]) {
 /// # Shapes
 /// `x`, `dx`: `planes × H × W`; `gy`: `planes × H/2 × W/2`. Every element of `dx` is written.
 pub fn max_pool2x2_backward(shape: &PoolShape, x: &[f32], gy: &[f32], dx: &mut [f32]) {
+    route(shape, x, gy, dx, false)
+}
+
+/// [`max_pool2x2_backward`] added to `dx` (a gradient that already holds another consumer's
+/// contribution, such as a skip connection's).
+pub fn max_pool2x2_backward_add(shape: &PoolShape, x: &[f32], gy: &[f32], dx: &mut [f32]) {
+    route(shape, x, gy, dx, true)
+}
+
+fn route(shape: &PoolShape, x: &[f32], gy: &[f32], dx: &mut [f32], add: bool) {
     let (h, w, ho, wo) = (shape.h, shape.w, shape.h_out(), shape.w_out());
     assert!(x.len() == shape.planes * h * w && dx.len() == x.len());
     assert_eq!(gy.len(), shape.planes * ho * wo);
@@ -85,13 +95,15 @@ pub fn max_pool2x2_backward(shape: &PoolShape, x: &[f32], gy: &[f32], dx: &mut [
         .zip(x.par_chunks(h * w))
         .enumerate()
         .for_each(|(p, (dp, xp))| {
-            // Rows and columns past the last whole window (odd sizes) get no gradient.
-            dp.fill(0.0);
+            if !add {
+                // Rows and columns past the last whole window (odd sizes) get no gradient.
+                dp.fill(0.0);
+            }
             for i in 0..ho {
                 for j in 0..wo {
                     let at = window(w, i, j);
                     let (k, _) = window_max(at.map(|o| xp[o]));
-                    dp[at[k]] = gy[(p * ho + i) * wo + j];
+                    dp[at[k]] += gy[(p * ho + i) * wo + j];
                 }
             }
         });
@@ -123,5 +135,8 @@ mod tests {
         want[1] = 10.0; // the 5
         want[2] = 100.0; // the first of the tied 2s
         assert_eq!(dx, want);
+        let mut acc = [1.0; 15];
+        max_pool2x2_backward_add(&s, &x, &[10.0, 100.0], &mut acc);
+        assert_eq!(acc, want.map(|v| v + 1.0));
     }
 }

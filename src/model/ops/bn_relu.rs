@@ -145,9 +145,9 @@ pub fn batch_norm_relu_train(xs: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
     Ok(zs)
 }
 
-/// `running ← (1 - momentum)·running + momentum·batch`, with the variance made unbiased
-/// (`n / (n - 1)`) as candle-nn and PyTorch do.
-fn update_running_stats(bn: &BatchNorm, stats: &BatchStats, n: usize) -> Result<()> {
+/// `running ← (1 - momentum)·running + momentum·batch` for a batch of `n` values per channel,
+/// with the variance made unbiased (`n / (n - 1)`) as candle-nn and PyTorch do.
+pub(crate) fn update_running_stats(bn: &BatchNorm, stats: &BatchStats, n: usize) -> Result<()> {
     let m = bn.momentum();
     let unbias = n as f64 / (n as f64 - 1.0);
     let blend = |running: &Tensor, batch: &[f32], factor: f64| -> Result<()> {
