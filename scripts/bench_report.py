@@ -112,19 +112,82 @@ if ("none", "1x") in rss and ("none", "10x") in rss:
           "with the tree.")
 print()
 
-print("## Train step (batch 8, 128x128, forward + backward + Adam)\n")
-print("| width | candle s/step | candle s/step, candle's own conv backward | PyTorch s/step | candle / PyTorch throughput | fast / reference conv backward | candle fwd s | PyTorch fwd s |\n|---|---|---|---|---|---|---|---|")
+print("## Train step and eval forward (batch 8, 128x128)\n")
+print("Train step: forward + Dice loss + backward + Adam. Eval forward: the model in evaluation "
+      "mode, no gradient recorded (candle: `forward_t(x, false)`; PyTorch: `model.eval()` and "
+      "`torch.inference_mode()`). Interleaved rounds: in each, lungseg and then PyTorch run on the "
+      "same number of threads. Seconds per step are each run's median step; the table gives the "
+      "median over rounds and the range; **speed** is PyTorch's time over lungseg's (above 1: "
+      "lungseg is faster), from the medians and per round. CPU s is the median process CPU time "
+      "per step (all threads; PyTorch's includes OpenMP spin-waiting). Peak RSS is the largest "
+      "of the rounds, model and data included.\n")
+print("| width | threads | mode | lungseg s | PyTorch s | speed | speed per round | lungseg CPU s | "
+      "PyTorch CPU s | lungseg peak RSS MB | PyTorch peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def step_runs(who, mode, base, t):
+    return [r for r in rounds(f"{who}_{mode}_b{base}_t{t}") if isinstance(r.get("stdout"), dict)]
+
+
+thread_counts = sorted({int(k.split("_t")[1].split("_")[0]) for k in rows
+                        if re.fullmatch(r"candle_(step|fwd)_b\d+_t\d+_r\d+", k)})
+speeds = {}
 for base in (8, 64):
-    c = out(f"candle_step_b{base}", "seconds_per_step")
-    cr = out(f"candle_refconv_step_b{base}", "seconds_per_step")
-    t = out(f"torch_step_b{base}", "seconds_per_step")
-    cf = out(f"candle_fwd_b{base}", "seconds_per_step")
-    tf = out(f"torch_fwd_b{base}", "seconds_per_step")
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
-    ratio = "n/a" if (c is None or t is None) else f"{t / c:.2f}x"
-    speedup = "n/a" if (c is None or cr is None) else f"{cr / c:.2f}x"
-    print(f"| {base} | {fmt(c)} | {fmt(cr)} | {fmt(t)} | {ratio} | {speedup} | {fmt(cf)} | {fmt(tf)} |")
-print(f"\nPyTorch: {out('torch_step_b64', 'torch') or 'not measured'}. A ratio below 1 means candle is slower.\n")
+    for t in thread_counts:
+        for mode, label in (("step", "train step"), ("fwd", "eval forward")):
+            c, p = step_runs("candle", mode, base, t), step_runs("torch", mode, base, t)
+            if not c:
+                continue
+            cs = [r["stdout"]["seconds_per_step"] for r in c]
+            ps = [r["stdout"]["seconds_per_step"] for r in p]
+            fmt = lambda v: f"{statistics.median(v):.3f} ({min(v):.3f}-{max(v):.3f})" if v else "n/a"
+            cpu = lambda runs: (f"{statistics.median(r['stdout'].get('cpu_seconds_per_step', float('nan')) for r in runs):.3f}"
+                                if runs else "n/a")
+            rss = lambda runs: f"{max(r['max_rss_mb'] for r in runs):.0f}" if runs else "n/a"
+            if ps:
+                speed = statistics.median(ps) / statistics.median(cs)
+                per_round = [b["stdout"]["seconds_per_step"] / a["stdout"]["seconds_per_step"]
+                             for a, b in zip(c, p)]
+                speeds[(base, t, mode)] = (speed, min(per_round), max(per_round))
+                sp, spr = f"**{speed:.2f}x**", f"{min(per_round):.2f}-{max(per_round):.2f}x"
+            else:
+                sp, spr = "n/a", "n/a"
+            print(f"| {base} | {t} | {label} | {fmt(cs)} | {fmt(ps)} | {sp} | {spr} | {cpu(c)} | {cpu(p)} | "
+                  f"{rss(c)} | {rss(p)} |")
+print(f"\nPyTorch: {out('torch_step_b64_t1_r1', 'torch') or 'not measured'}.\n")
+for base in (8, 64):
+    ref = out(f"candle_ref_step_b{base}", "seconds_per_step")
+    fused = [r["stdout"]["seconds_per_step"] for r in step_runs("candle", "step", base, max(thread_counts or [0]))]
+    if ref and fused:
+        print(f"- Width {base}: candle's reference ops (`--kernels candle-reference`: candle's conv2d, "
+              f"candle-nn BatchNorm, composed upsampling) take {ref:.3f} s per step on "
+              f"{max(thread_counts)} threads, {ref / statistics.median(fused):.1f}x the fused kernels' "
+              f"{statistics.median(fused):.3f} s (one run, not interleaved).")
+print()
+
+print("### Each fused kernel alone (`lungseg-bench layers`)\n")
+print("The kernels of one training step on the U-Net's own shapes, each timed alone (minimum of 3 runs "
+      "after a warm-up): CPU seconds summed over the step's layers; for the convolutions also the "
+      "GFLOP per CPU-second of the forward pass and of the weight gradient, per layer.\n")
+layer_runs = {base: rows.get(f"layers_b{base}", {}).get("stdout") for base in (8, 64)}
+kinds = sorted({k for v in layer_runs.values() if isinstance(v, dict) for k in v["kernels"]})
+if kinds:
+    print("| kernel | " + " | ".join(f"width {b} CPU ms" for b in (8, 64)) + " |\n|---|---|---|")
+    for k in kinds:
+        cells = []
+        for b in (8, 64):
+            v = layer_runs[b]
+            cells.append(f"{v['kernels'][k]['cpu_s'] * 1e3:.1f}" if isinstance(v, dict) and k in v["kernels"] else "n/a")
+        print(f"| {k} | " + " | ".join(cells) + " |")
+    print()
+    for b in (8, 64):
+        v = layer_runs[b]
+        if isinstance(v, dict):
+            convs = ", ".join(f"{c['layer']} {c['forward_gflop_per_cpu_s']:.0f}/{c['grad_weight_gflop_per_cpu_s']:.0f}"
+                              for c in v["convolutions"])
+            print(f"- Width {b} ({v['isa']}, {v['threads']} threads), GFLOP per CPU-second forward/weight "
+                  f"gradient: {convs}.")
+    print()
 
 print("## Streaming (shards -> device-ready patch batches)\n")
 for name, label in (("stream", "plain image column (default)"), ("stream_zstd", "zstd image column")):

@@ -50,16 +50,23 @@ impl CustomOp1 for MaxPool2x2 {
     }
 }
 
-/// Max over each 2×2 window from candle's reductions, whose backward gives a window's whole
-/// gradient to its maximum (to each one, where several tie).
+/// Max over each 2×2 window from candle ops, with PyTorch's gradient: the window's first
+/// maximum in row-major order (`argmax` keeps the first on ties) gets the whole gradient. A
+/// plain `max` reduction would give it to every tied element instead, four times over in a
+/// flat region (the background of a CT slice), and candle's own `max_pool2d` divides it.
 pub fn max_pool2x2_reference(xs: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = xs.dims4()?;
     let (ho, wo) = (h / 2, w / 2);
-    xs.narrow(2, 0, 2 * ho)?
+    let windows = xs
+        .narrow(2, 0, 2 * ho)?
         .narrow(3, 0, 2 * wo)?
         .reshape((b, c, ho, 2, wo, 2))?
-        .max(5)?
-        .max(3)
+        .permute((0, 1, 2, 4, 3, 5))?
+        .reshape((b, c, ho, wo, 4))?; // (B, C, H/2, W/2, window in row-major order)
+    let first_max = windows.argmax_keepdim(4)?; // (B, C, H/2, W/2, 1)
+    let slots = Tensor::arange(0u32, 4, xs.device())?.reshape((1, 1, 1, 1, 4))?;
+    let one_hot = first_max.broadcast_eq(&slots)?.to_dtype(xs.dtype())?;
+    (windows * one_hot)?.sum(4)
 }
 
 /// `MaxPool2d(2)` (floor mode): `(B, C, H, W)` → `(B, C, H/2, W/2)`; `train` records the
@@ -96,15 +103,23 @@ mod tests {
                 1e-6,
             )?;
         }
-        // A unique maximum gets the whole gradient (candle's max_pool2d gives it a quarter).
-        let x = Var::new(&[[[[1f32, 2.], [3., 4.]]]], &dev)?;
-        let g = (max_pool2x2(x.as_tensor(), true)? * 10.0)?
-            .sum_all()?
-            .backward()?;
-        let gx = g
-            .get(x.as_tensor())
-            .map(|t| t.flatten_all()?.to_vec1::<f32>());
-        assert_eq!(gx.transpose()?, Some(vec![0.0, 0.0, 0.0, 10.0]));
+        // A unique maximum gets the whole gradient (candle's max_pool2d gives it a quarter), and
+        // of tied maxima only the first in row-major order, as in PyTorch; both paths agree.
+        // Left window [1 2; 3 4]: its 4 (index 5); right window all 5s: index 2.
+        let x = Var::new(&[[[[1f32, 2., 5., 5.], [3., 4., 5., 5.]]]], &dev)?;
+        let want = Some(vec![0.0, 0.0, 10.0, 0.0, 0.0, 10.0, 0.0, 0.0]);
+        for fused in [false, true] {
+            let y = if fused {
+                max_pool2x2(x.as_tensor(), true)?
+            } else {
+                max_pool2x2_reference(x.as_tensor())?
+            };
+            let g = (y * 10.0)?.sum_all()?.backward()?;
+            let gx = g
+                .get(x.as_tensor())
+                .map(|t| t.flatten_all()?.to_vec1::<f32>());
+            assert_eq!(gx.transpose()?, want);
+        }
         Ok(())
     }
 }
