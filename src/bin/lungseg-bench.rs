@@ -46,7 +46,7 @@ enum What {
         #[arg(long)]
         reference_conv: bool,
         /// Which layer implementation: fused (lungseg's CPU kernels, one node for the net),
-        /// fused-layers (one node per layer), fast-backward or candle-reference. Default: the
+        /// fused-layers (one node per layer) or candle-reference. Default: the
         /// model's default (fused; `LUNGSEG_KERNELS` overrides).
         #[arg(long)]
         kernels: Option<ConvImpl>,

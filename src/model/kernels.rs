@@ -14,9 +14,6 @@ pub enum ConvImpl {
     /// the composed bilinear upsampler and `Tensor::cat`, and max-pooling from reductions (with
     /// PyTorch's gradient; candle's `max_pool2d` divides it, see `model::cpu::pool`).
     CandleReference,
-    /// As [`ConvImpl::CandleReference`] but with the convolution's backward of
-    /// [`crate::model::conv2d_fast_backward`] on the CPU.
-    FastBackward,
     /// lungseg's fused CPU ops (`model::ops`): the U-Net's whole training pass is one autograd
     /// node (`model::ops::network`); a lone [`crate::model::DoubleConv`] or
     /// [`crate::model::ConvLayer`] runs as [`ConvImpl::FusedLayers`]; evaluation folds each
@@ -38,13 +35,12 @@ impl ConvImpl {
 
 impl Default for ConvImpl {
     /// [`ConvImpl::Fused`], unless the environment variable `LUNGSEG_KERNELS` says `reference`
-    /// (or `fast-backward`, `fused-layers`): that switches every model built with the defaults, such as the
+    /// (or `fused-layers`): that switches every model built with the defaults, such as the
     /// trainer's, to the reference ops for a comparison run.
     fn default() -> Self {
         static FROM_ENV: OnceLock<ConvImpl> = OnceLock::new();
         *FROM_ENV.get_or_init(|| match std::env::var("LUNGSEG_KERNELS").as_deref() {
             Ok("reference") | Ok("candle-reference") => ConvImpl::CandleReference,
-            Ok("fast-backward") => ConvImpl::FastBackward,
             Ok("fused-layers") => ConvImpl::FusedLayers,
             _ => ConvImpl::Fused,
         })
@@ -57,8 +53,8 @@ mod tests {
 
     #[test]
     fn conv_impl_serde_is_kebab_case() -> candle_core::Result<()> {
-        let s = serde_json::to_string(&ConvImpl::FastBackward).map_err(candle_core::Error::wrap)?;
-        assert_eq!(s, "\"fast-backward\"");
+        let s = serde_json::to_string(&ConvImpl::FusedLayers).map_err(candle_core::Error::wrap)?;
+        assert_eq!(s, "\"fused-layers\"");
         let r: ConvImpl =
             serde_json::from_str("\"candle-reference\"").map_err(candle_core::Error::wrap)?;
         assert_eq!(r, ConvImpl::CandleReference);

@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 
 use super::bilinear::upsample_bilinear2x;
 use super::cpu::buffers::BufferPool;
-use super::fast_conv::conv2d_fast_backward;
 use super::kernels::ConvImpl;
 use super::ops::bn_relu::{batch_norm_relu_reference, batch_norm_relu_train, update_running_stats};
 use super::ops::conv::{conv2d, conv2d_bn_relu_inference, conv2d_inference};
@@ -149,14 +148,6 @@ impl Module for ConvLayer {
                 Some(bias) => conv2d(xs, self.conv.weight(), bias, self.padding()),
                 None => self.conv.forward(xs),
             },
-            ConvImpl::FastBackward if xs.device().is_cpu() => {
-                let ys = conv2d_fast_backward(xs, self.conv.weight(), self.conv.config().padding)?;
-                match self.conv.bias() {
-                    // Same broadcast as candle_nn::Conv2d, so the forward is bit-identical.
-                    Some(bias) => ys.broadcast_add(&bias.reshape((1, bias.dims1()?, 1, 1))?),
-                    None => Ok(ys),
-                }
-            }
             _ => self.conv.forward(xs),
         }
     }
@@ -653,13 +644,6 @@ mod tests {
             );
         }
         Ok(fwd_err)
-    }
-
-    #[test]
-    fn fast_conv_unet_gradients_match_reference() -> Result<()> {
-        let err = unet_error_against_reference(ConvImpl::FastBackward, 4, (2, 16, 16))?;
-        assert_eq!(err, 0.0, "forward differs");
-        Ok(())
     }
 
     #[test]

@@ -370,8 +370,9 @@ fn bad_inputs_are_one_line_errors_with_exit_code_2() {
 
 /// lungseg's fused CPU kernels and candle's reference ops (`LUNGSEG_KERNELS=reference`) give
 /// the same 3-epoch table within 1e-3, at the default learning rate (the notebook's 1e-4).
-/// (At the demo's 3e-3 the early epochs are chaotic: there two candle-only variants, reference
-/// and `fast-backward`, differ by up to 7e-3 in the validation columns; see BENCHMARKS.md.)
+/// (At the demo's 3e-3 the early epochs are chaotic: there two candle-only variants, the
+/// reference and its conv backward done differently, differed by up to 7e-3 in the validation
+/// columns; see BENCHMARKS.md.)
 #[test]
 fn fused_kernels_and_reference_ops_give_the_same_epoch_table() {
     let sb = Sandbox::new();

@@ -207,6 +207,56 @@ unsafe fn store<S: Simd>(p: *mut f32, v: S::V, lanes: usize) {
     }
 }
 
+/// Two sums in vector lanes, `Σ a` and `Σ b·c`, flushed into f64 every 64 vectors so that no
+/// f32 lane adds up more than 64 terms.
+struct TwoSums<S: Simd> {
+    lanes: [S::V; 2],
+    count: usize,
+    total: (f64, f64),
+}
+
+impl<S: Simd> TwoSums<S> {
+    /// # Safety
+    /// As every [`Simd`] method: the CPU must have `S`'s instruction set.
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        Self {
+            lanes: [S::zero(); 2],
+            count: 0,
+            total: (0.0, 0.0),
+        }
+    }
+
+    /// Adds `a` to the first sum and `b·c` to the second.
+    ///
+    /// # Safety
+    /// As [`TwoSums::new`].
+    #[inline(always)]
+    unsafe fn add(&mut self, a: S::V, b: S::V, c: S::V) {
+        self.lanes = [S::add(self.lanes[0], a), S::mul_add(b, c, self.lanes[1])];
+        self.count += 1;
+        if self.count == 64 {
+            self.flush();
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn flush(&mut self) {
+        self.total.0 += f64::from(S::sum(self.lanes[0]));
+        self.total.1 += f64::from(S::sum(self.lanes[1]));
+        self.lanes = [S::zero(); 2];
+        self.count = 0;
+    }
+
+    /// # Safety
+    /// As [`TwoSums::new`].
+    #[inline(always)]
+    unsafe fn finish(mut self) -> (f64, f64) {
+        self.flush();
+        self.total
+    }
+}
+
 /// `(Σ (x - K), Σ (x - K)², K)` over channel `c`, with `K` its first value.
 struct ShiftedSums<'a> {
     shape: &'a BnShape,
@@ -223,12 +273,10 @@ impl Kernel for ShiftedSums<'_> {
             return (0.0, 0.0, 0.0);
         };
         let k = self.x.get(first).copied().unwrap_or(0.0);
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
         // SAFETY: every vector lies inside a plane of `x` (`vectors`' contract).
-        unsafe {
+        let (s1, s2) = unsafe {
             let kv = S::splat(k);
-            let (mut a1, mut a2) = (S::zero(), S::zero());
-            let mut count = 0;
+            let mut sums = TwoSums::<S>::new();
             for (at, lanes) in vectors(self.shape, self.c, S::LANES) {
                 // Zeroed lanes of a partial vector would add (0 - K): mask them via `load`.
                 let v = load::<S>(self.x.as_ptr().add(at), lanes);
@@ -237,19 +285,10 @@ impl Kernel for ShiftedSums<'_> {
                 } else {
                     S::sub(v, load::<S>([k; 16].as_ptr(), lanes))
                 };
-                a1 = S::add(a1, d);
-                a2 = S::mul_add(d, d, a2);
-                count += 1;
-                // Flush to f64 every 64 vectors, so no f32 lane sums more than 64 terms.
-                if count == 64 {
-                    s1 += f64::from(S::sum(a1));
-                    s2 += f64::from(S::sum(a2));
-                    (a1, a2, count) = (S::zero(), S::zero(), 0);
-                }
+                sums.add(d, d, d);
             }
-            s1 += f64::from(S::sum(a1));
-            s2 += f64::from(S::sum(a2));
-        }
+            sums.finish()
+        };
         (s1, s2, f64::from(k))
     }
 }
@@ -300,7 +339,6 @@ impl Kernel for GradSums<'_> {
 
     #[inline(always)]
     fn run<S: Simd>(self) -> (f64, f64) {
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
         // SAFETY: each vector lies in a plane of channel `c`, inside `x` and `gz`.
         unsafe {
             let (scale, shift, mean) = (
@@ -308,26 +346,16 @@ impl Kernel for GradSums<'_> {
                 S::splat(self.shift),
                 S::splat(self.mean),
             );
-            let (mut a1, mut a2) = (S::zero(), S::zero());
-            let mut count = 0;
+            let mut sums = TwoSums::<S>::new();
             for (at, lanes) in vectors(self.shape, self.c, S::LANES) {
                 let x = load::<S>(self.x.as_ptr().add(at), lanes);
                 let g = load::<S>(self.gz.as_ptr().add(at), lanes);
                 // Zeroed lanes have g = 0, so they add nothing.
                 let dy = S::where_positive(S::mul_add(x, scale, shift), g);
-                a1 = S::add(a1, dy);
-                a2 = S::mul_add(dy, S::sub(x, mean), a2);
-                count += 1;
-                if count == 64 {
-                    s1 += f64::from(S::sum(a1));
-                    s2 += f64::from(S::sum(a2));
-                    (a1, a2, count) = (S::zero(), S::zero(), 0);
-                }
+                sums.add(dy, dy, S::sub(x, mean));
             }
-            s1 += f64::from(S::sum(a1));
-            s2 += f64::from(S::sum(a2));
+            sums.finish()
         }
-        (s1, s2)
     }
 }
 

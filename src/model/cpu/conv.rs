@@ -218,33 +218,53 @@ fn pack(m_len: usize, c_len: usize, kk: usize, a: impl Fn(usize, usize, usize) -
     out
 }
 
-/// Copies rows `first_row .. first_row + rows` of the zero-padded image `src` (`channels` planes
-/// of `h × w`, padded by `pad` on every side, so padded row `pr` is source row `pr - pad`) into
-/// `slab`, as `channels` planes of `rows × (w + 2·pad)`, followed by [`SLACK`] zeros.
-fn fill_slab(
-    src: &[f32],
-    (channels, h, w, pad): (usize, usize, usize, usize),
-    first_row: usize,
-    rows: usize,
-    slab: &mut [f32],
-) {
-    let wp = w + 2 * pad;
-    let (planes, slack) = slab.split_at_mut(channels * rows * wp);
-    for (c, plane) in planes.chunks_exact_mut(rows * wp).enumerate() {
-        for (rr, row) in plane.chunks_exact_mut(wp).enumerate() {
-            let source = (first_row + rr).checked_sub(pad).filter(|&r| r < h);
-            match source {
-                Some(r) => {
-                    let from = &src[(c * h + r) * w..][..w];
-                    row[..pad].fill(0.0);
-                    row[pad..pad + w].copy_from_slice(from);
-                    row[pad + w..].fill(0.0);
+/// A task's band of input rows, zero-padded, in a per-thread scratch buffer: `c_in` planes of
+/// `(band + k - 1) × wp` (`wp = w + 2·pad`), padded row `pr` being source row `pr - pad` of the
+/// task's image, then [`SLACK`] zeros (so the widest tile may read past the last row).
+struct Slab {
+    buf: Scratch,
+    /// Padded row width.
+    wp: usize,
+    /// Floats per channel plane.
+    plane: usize,
+}
+
+impl Slab {
+    /// The slab of `task` for input `x` (the whole batch) of `s`.
+    fn new(s: &ConvShape, x: &[f32], task: RowTask) -> Slab {
+        let (h, w, pad) = (s.h, s.w, s.pad);
+        let wp = w + 2 * pad;
+        let rows = task.len() + s.k - 1;
+        let plane = rows * wp;
+        let image = &x[task.image * s.c_in * h * w..][..s.c_in * h * w];
+        let mut buf = Scratch::take(s.c_in * plane + SLACK);
+        let (planes, slack) = buf.split_at_mut(s.c_in * plane);
+        for (c, dst) in planes.chunks_exact_mut(plane).enumerate() {
+            for (rr, row) in dst.chunks_exact_mut(wp).enumerate() {
+                let source = (task.start + rr).checked_sub(pad).filter(|&r| r < h);
+                match source {
+                    Some(r) => {
+                        row[..pad].fill(0.0);
+                        row[pad..pad + w].copy_from_slice(&image[(c * h + r) * w..][..w]);
+                        row[pad + w..].fill(0.0);
+                    }
+                    None => row.fill(0.0),
                 }
-                None => row.fill(0.0),
             }
         }
+        slack.fill(0.0);
+        Slab { buf, wp, plane }
     }
-    slack.fill(0.0);
+
+    fn as_ptr(&self) -> *const f32 {
+        self.buf.as_ptr()
+    }
+}
+
+/// The output gradient of one image: `c_out` planes of `h_out × w_out`.
+fn image_of<'a>(s: &ConvShape, gy: &'a [f32], image: usize) -> &'a [f32] {
+    let len = s.c_out * s.h_out() * s.w_out();
+    &gy[image * len..][..len]
 }
 
 /// `out[b, m, r, c] = epi_m(Σ_{ch, i, j} a[m, ch, i, j] · src_pad[b, ch, r + i, c + j])` for
@@ -305,21 +325,11 @@ impl CorrelationTask<'_, '_> {
     fn rows<S: Simd, const NV: usize>(&self) {
         let s = &self.c.shape;
         let (ho, wo, k) = (s.h_out(), s.w_out(), s.k);
-        let wp = s.w + 2 * s.pad;
-        let slab_rows = self.task.len() + k - 1;
-        let plane = slab_rows * wp;
-        let image = &self.c.src[self.task.image * s.c_in * s.h * s.w..][..s.c_in * s.h * s.w];
+        let slab = Slab::new(s, self.c.src, self.task);
+        let (wp, plane) = (slab.wp, slab.plane);
         let offsets: Vec<usize> = (0..k * k).map(|t| (t / k) * wp + t % k).collect();
         let kk_c = s.c_in * k * k;
         let width = NV * S::LANES;
-        let mut slab = Scratch::take(s.c_in * plane + SLACK);
-        fill_slab(
-            image,
-            (s.c_in, s.h, s.w, s.pad),
-            self.task.start,
-            slab_rows,
-            &mut slab,
-        );
         for rr in 0..self.task.len() {
             let row = self.task.start + rr;
             for c0 in (0..wo).step_by(width) {
@@ -535,20 +545,11 @@ impl PositionWeightGradTask<'_> {
     fn band<S: Simd, const MC: usize>(self) {
         let s = self.shape;
         let (ho, wo, k, kk) = (s.h_out(), s.w_out(), s.k, s.k * s.k);
-        let wp = s.w + 2 * s.pad;
         let band = self.task.len();
-        let plane = (band + k - 1) * wp;
         let rows = s.c_in * kk;
-        let image = &self.x[self.task.image * s.c_in * s.h * s.w..][..s.c_in * s.h * s.w];
-        let gy_image = &self.gy[self.task.image * s.c_out * ho * wo..][..s.c_out * ho * wo];
-        let mut slab = Scratch::take(s.c_in * plane + SLACK);
-        fill_slab(
-            image,
-            (s.c_in, s.h, s.w, s.pad),
-            self.task.start,
-            band + k - 1,
-            &mut slab,
-        );
+        let slab = Slab::new(s, self.x, self.task);
+        let (wp, plane) = (slab.wp, slab.plane);
+        let gy_image = image_of(s, self.gy, self.task.image);
         let acc = self.acc;
         let offset = |n: usize| (n / kk) * plane + ((n % kk) / k) * wp + n % k;
         // Rows of missing channels (past c_out) read zeros: stride 0 into this row.
@@ -660,24 +661,14 @@ impl WeightGradTask<'_> {
     fn band<S: Simd, const NV: usize>(self) {
         let s = self.shape;
         let (ho, wo, k, kk) = (s.h_out(), s.w_out(), s.k, s.k * s.k);
-        let wp = s.w + 2 * s.pad;
         let band = self.task.len();
-        let slab_rows = band + k - 1;
-        let plane = slab_rows * wp;
+        let slab = Slab::new(s, self.x, self.task);
+        let (wp, plane) = (slab.wp, slab.plane);
         let positions = band * wp;
         let cop = self.cop;
-        let image = &self.x[self.task.image * s.c_in * s.h * s.w..][..s.c_in * s.h * s.w];
-        let gy_image = &self.gy[self.task.image * s.c_out * ho * wo..][..s.c_out * ho * wo];
+        let gy_image = image_of(s, self.gy, self.task.image);
         let rows = s.c_in * kk;
         let acc = self.acc;
-        let mut slab = Scratch::take(s.c_in * plane + SLACK);
-        fill_slab(
-            image,
-            (s.c_in, s.h, s.w, s.pad),
-            self.task.start,
-            slab_rows,
-            &mut slab,
-        );
         let mut gyt = Scratch::take(positions * cop);
         // gyt[(rr·wp + c)·cop + co] = gy[co, start + rr, c], zero for c ≥ wo and
         // co ≥ c_out; the bias gradient sums the same values.
