@@ -20,8 +20,9 @@ use super::bilinear::upsample_bilinear2x;
 use super::cpu::buffers::BufferPool;
 use super::kernels::ConvImpl;
 use super::ops::bn_relu::{batch_norm_relu_reference, batch_norm_relu_train, update_running_stats};
-use super::ops::conv::{conv2d, conv2d_bn_relu_inference, conv2d_inference};
+use super::ops::conv::{conv2d, conv2d_bn_relu_inference, conv2d_inference, fold_batch_norm};
 use super::ops::fused_applies;
+use super::ops::inference::{unet_eval_forward, EvalParams, FoldedConv};
 use super::ops::network::unet_train_forward;
 use super::ops::pool::{max_pool2x2, max_pool2x2_reference};
 use super::ops::upsample::upsample_cat;
@@ -248,6 +249,8 @@ pub struct UNet {
     base: usize,
     /// Activation and gradient buffers of the fused training pass, reused across steps.
     buffers: BufferPool,
+    /// Activation buffers of the fused eval forward, kept for one input shape at a time.
+    eval_buffers: BufferPool,
 }
 
 impl UNet {
@@ -284,6 +287,7 @@ impl UNet {
             imp: conv,
             base: c,
             buffers: BufferPool::default(),
+            eval_buffers: BufferPool::default(),
         })
     }
 
@@ -338,6 +342,54 @@ impl UNet {
         Ok(Some(logits))
     }
 
+    /// The eval-mode forward as one fused op without a backward node
+    /// (`model::ops::inference`), under the same conditions as [`UNet::forward_train_fused`].
+    fn forward_eval_fused(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+        if self.imp != ConvImpl::Fused
+            || self.upsample != Upsample2x::Bilinear
+            || !fused_applies(xs)
+        {
+            return Ok(None);
+        }
+        let fold = |conv: &ConvLayer, bn: &BatchNorm| -> Result<Option<FoldedConv>> {
+            let Some(bias) = conv.conv.bias() else {
+                return Ok(None);
+            };
+            let (scale, shift) = fold_batch_norm(bn, bias)?;
+            let weight = conv.conv.weight().flatten_all()?.to_vec1()?;
+            Ok(Some(FoldedConv {
+                weight,
+                scale,
+                shift,
+            }))
+        };
+        let mut blocks = Vec::with_capacity(5);
+        for block in self.blocks() {
+            match (
+                fold(&block.conv1, &block.bn1)?,
+                fold(&block.conv2, &block.bn2)?,
+            ) {
+                (Some(a), Some(b)) => blocks.push([a, b]),
+                _ => return Ok(None),
+            }
+        }
+        let (Ok(blocks), Some(bias)) = (blocks.try_into(), self.out.conv.bias()) else {
+            return Ok(None);
+        };
+        let params = EvalParams {
+            blocks,
+            head_weight: self.out.conv.weight().flatten_all()?.to_vec1()?,
+            head_bias: bias.to_vec1()?,
+        };
+        self.eval_buffers.reserve_for(xs.dims());
+        Ok(Some(unet_eval_forward(
+            xs,
+            self.base,
+            params,
+            &self.eval_buffers,
+        )?))
+    }
+
     /// 2×2 max-pooling: the fused op, or the reference composition.
     fn pool(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         if self.imp.is_fused() {
@@ -369,10 +421,13 @@ impl ModuleT for UNet {
         if h % 4 != 0 || w % 4 != 0 {
             candle_core::bail!("UNet input H and W must be multiples of 4, got {h}x{w}")
         }
-        if train {
-            if let Some(logits) = self.forward_train_fused(xs)? {
-                return Ok(logits);
-            }
+        let fused = if train {
+            self.forward_train_fused(xs)?
+        } else {
+            self.forward_eval_fused(xs)?
+        };
+        if let Some(logits) = fused {
+            return Ok(logits);
         }
         let c1 = self.d1.forward_t(xs, train)?; // (B, c, H, W)
         let c2 = self.d2.forward_t(&self.pool(&c1, train)?, train)?; // (B, 2c, H/2, W/2)

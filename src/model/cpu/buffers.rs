@@ -9,14 +9,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// Idle buffers by length, and the key of the workload they were sized for.
+#[derive(Default)]
+struct Idle {
+    by_len: HashMap<usize, Vec<Vec<f32>>>,
+    key: Vec<usize>,
+}
+
 /// A shared pool; clones share the buffers.
 #[derive(Clone, Default)]
-pub struct BufferPool(Arc<Mutex<HashMap<usize, Vec<Vec<f32>>>>>);
+pub struct BufferPool(Arc<Mutex<Idle>>);
 
 impl std::fmt::Debug for BufferPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let floats: usize = map.iter().map(|(len, v)| len * v.len()).sum();
+        let idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let floats: usize = idle.by_len.iter().map(|(len, v)| len * v.len()).sum();
         write!(f, "BufferPool({floats} floats idle)")
     }
 }
@@ -30,6 +37,7 @@ impl BufferPool {
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_len
             .get_mut(&len)
             .and_then(Vec::pop);
         match recycled {
@@ -44,6 +52,17 @@ impl BufferPool {
         }
     }
 
+    /// Frees every idle buffer unless the pool was last sized for `key` (say, an input's
+    /// shape): a caller whose sizes change from call to call keeps one workload's buffers at a
+    /// time instead of collecting every size it has seen.
+    pub fn reserve_for(&self, key: &[usize]) {
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.key != key {
+            idle.by_len.clear();
+            idle.key = key.to_vec();
+        }
+    }
+
     /// Returns a buffer for reuse.
     pub fn give(&self, buf: Vec<f32>) {
         if buf.is_empty() {
@@ -52,6 +71,7 @@ impl BufferPool {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_len
             .entry(buf.len())
             .or_default()
             .push(buf);
@@ -73,5 +93,9 @@ mod tests {
         assert_eq!(b.as_ptr(), ptr);
         assert!(b.iter().all(|v| v.is_nan()));
         assert_eq!(pool.take(6).len(), 6);
+        pool.give(b);
+        assert_eq!(format!("{pool:?}"), "BufferPool(5 floats idle)");
+        pool.reserve_for(&[1, 2]);
+        assert_eq!(format!("{pool:?}"), "BufferPool(0 floats idle)");
     }
 }

@@ -205,6 +205,20 @@ pub fn conv2d_bn_relu_inference(
             .relu()?
             .detach());
     }
+    let (scale, shift) = fold_batch_norm(bn, bias)?;
+    let op = Conv2dEpilogue {
+        pad,
+        scale,
+        shift,
+        relu: true,
+    };
+    xs.contiguous()?
+        .apply_op2_no_bwd(&weight.contiguous()?, &op)
+}
+
+/// An eval-mode batch-norm after a convolution with `bias`, as one scale and shift per channel:
+/// `bn(conv + bias) = conv·scale + shift`.
+pub fn fold_batch_norm(bn: &BatchNorm, bias: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
     let Some((gamma, beta)) = bn.weight_and_bias() else {
         candle_core::bail!("{NAME}: the batch-norm has no affine parameters")
     };
@@ -223,14 +237,7 @@ pub fn conv2d_bn_relu_inference(
         scale.push(s as f32);
         shift.push((f64::from(beta[c]) + (f64::from(bias[c]) - f64::from(mean[c])) * s) as f32);
     }
-    let op = Conv2dEpilogue {
-        pad,
-        scale,
-        shift,
-        relu: true,
-    };
-    xs.contiguous()?
-        .apply_op2_no_bwd(&weight.contiguous()?, &op)
+    Ok((scale, shift))
 }
 
 #[cfg(test)]

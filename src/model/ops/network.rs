@@ -27,7 +27,7 @@ const NAME: &str = "lungseg-unet";
 /// Parameters per `DoubleConv`: conv weight and bias, batch-norm weight and bias, twice.
 const BLOCK_PARAMS: usize = 8;
 /// The five `DoubleConv`s in network order: `d1, d2, d3, u1, u2`.
-const BLOCKS: usize = 5;
+pub(crate) const BLOCKS: usize = 5;
 
 /// The network's sizes for one batch: base width `c` and input `(B, 1, H, W)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct NetShape {
 
 /// One `DoubleConv` at its level.
 #[derive(Debug, Clone, Copy)]
-struct BlockShape {
+pub(crate) struct BlockShape {
     batch: usize,
     c_in: usize,
     c_out: usize,
@@ -53,7 +53,7 @@ struct BlockShape {
 }
 
 impl BlockShape {
-    fn conv1(&self) -> ConvShape {
+    pub(crate) fn conv1(&self) -> ConvShape {
         ConvShape {
             batch: self.batch,
             c_in: self.c_in,
@@ -65,7 +65,7 @@ impl BlockShape {
         }
     }
 
-    fn conv2(&self) -> ConvShape {
+    pub(crate) fn conv2(&self) -> ConvShape {
         ConvShape {
             c_in: self.c_out,
             ..self.conv1()
@@ -91,7 +91,7 @@ impl BlockShape {
 }
 
 impl NetShape {
-    fn blocks(&self) -> [BlockShape; BLOCKS] {
+    pub(crate) fn blocks(&self) -> [BlockShape; BLOCKS] {
         let c = self.base;
         let level = |c_in, c_out, div: usize| BlockShape {
             batch: self.batch,
@@ -110,7 +110,7 @@ impl NetShape {
     }
 
     /// The 1×1 output convolution.
-    fn head(&self) -> ConvShape {
+    pub(crate) fn head(&self) -> ConvShape {
         ConvShape {
             batch: self.batch,
             c_in: self.base,
@@ -122,7 +122,7 @@ impl NetShape {
         }
     }
 
-    fn pool(&self, div: usize, channels: usize) -> PoolShape {
+    pub(crate) fn pool(&self, div: usize, channels: usize) -> PoolShape {
         PoolShape {
             planes: self.batch * channels,
             h: self.h / div,
@@ -131,7 +131,7 @@ impl NetShape {
     }
 
     /// `cat([up(low), skip])` where `low` has `c_low` channels at `1/div` of the input size.
-    fn up_cat(&self, div: usize, c_low: usize, c_skip: usize) -> UpCatShape {
+    pub(crate) fn up_cat(&self, div: usize, c_low: usize, c_skip: usize) -> UpCatShape {
         UpCatShape {
             batch: self.batch,
             c_low,
