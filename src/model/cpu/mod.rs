@@ -5,6 +5,7 @@ pub mod adam;
 pub mod bn_relu;
 pub mod buffers;
 pub mod conv;
+pub mod loss;
 pub mod par;
 pub mod pool;
 pub mod scratch;

@@ -7,6 +7,7 @@
 pub mod bn_relu;
 pub mod conv;
 pub mod inference;
+pub mod loss;
 pub mod network;
 pub mod pool;
 pub mod upsample;
