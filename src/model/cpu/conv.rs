@@ -448,8 +448,10 @@ pub fn conv2d_backward_weight(
     check(shape, x.len(), dw.len(), gy.len());
     assert_eq!(db.len(), shape.c_out, "conv2d kernel: bias length");
     let rows = shape.c_in * shape.k * shape.k;
-    if shape.c_out < 32 || shape.c_out % 16 != 0 {
+    if shape.c_out < 32 || shape.c_out % 16 != 0 || shape.c_in == 1 {
         // Narrow layers: vectors along the image rows (no lanes wasted on missing channels).
+        // Also one input channel (the first layer), whose few products cannot pay for the
+        // output gradient's transpose that the channel vectors need.
         let sums = sum_over_tasks(shape, shape.c_out * (rows + 1), |task, acc| {
             simd::run_on(
                 isa,
