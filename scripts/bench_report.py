@@ -283,13 +283,53 @@ print("""## Notes
   shares the two cores with the kernel writing back the previous run's shards, and each prepare
   round writes a fresh data directory (the disk is mounted with `discard`, and deleting the last
   round's shards just before a run had the file system discarding their blocks during it).
-- **Train step**: candle 0.11 on CPU stays 5-7x slower than PyTorch's oneDNN kernels. lungseg's own
-  conv2d backward (`src/model/fast_conv.rs`: im2col grad-input, shift-gemm grad-weight) is the
-  "fast / reference" column; the forward pass and BatchNorm are still candle's. Three
-  weight-gradient algorithms were measured on a `B=8, 96->32, 128x128, k=3` layer at 2 threads:
-  candle's formula (`conv2d(x^T, grad_y^T)^T`) 1.1 s, an explicit im2col matrix times `grad_y`
-  4.0 s (building the matrix from padded, shifted views dominates), shift-gemm 0.54 s. The two
-  losers were deleted in session 5; the figures stay here.
+- **Train step and eval forward (issue #13).** lungseg's CPU kernels (`src/model/cpu/`:
+  direct convolutions, BatchNorm+ReLU, max-pool, bilinear upsample+concat, losses, Adam; AVX-512
+  on Rust >= 1.89, AVX2, scalar, chosen at run time) run behind candle ops (`src/model/ops/`):
+  the whole training pass is one autograd node (`ops/network.rs`), the eval forward one node
+  without backward (`ops/inference.rs`), each loss one op, Adam one in-place sweep per
+  parameter. `ConvImpl::CandleReference` (or `LUNGSEG_KERNELS=reference`) selects candle's
+  compositions; `ConvImpl::FusedLayers` one node per layer op.
+- **Each change, predicted and measured** (2 threads unless noted; measured on this VM while
+  other jobs ran, load average 6-10, so CPU seconds per step are the steadier figure; A/B runs
+  interleaved; details in the commit messages of branch h13-cpu-speed):
+
+  | change | predicted | measured |
+  |---|---|---|
+  | direct convolution: a register tile of 8 output channels x 32 columns over a zero-padded slab of input rows, no im2col; weight gradient as vectors over output channels of the transposed output gradient | ~100 GFLOP per core-second (stand-alone prototype; the `gemm` crate on im2col matrices of the same layers: 31) | 105-110 GFLOP per CPU-second forward and input gradient, 86-97 weight gradient, width 64 (`lungseg-bench layers`); one 64->64 3x3 layer forward+backward through autograd 3427 -> 425 CPU-ms (forward alone 522 -> 93) |
+  | AVX-512 instead of AVX2 (Zen 4: same FMA throughput, 32 registers) | ~1.1x | 1.47x on the convolutions (this AVX2 path uses 8x8-lane tiles: 72-79 forward, 54-58 weight gradient; not tuned further, as this CPU has AVX-512) |
+  | fused BatchNorm+ReLU, max-pool, upsample+concat, in-place Adam (one autograd node each) | many-fold per op (candle: ~20 ops forward, ~71 backward per BatchNorm+ReLU) | through autograd incl. an identical harness (multiply, sum, backward) on both sides, 8x64x128x128: BatchNorm+ReLU 932 -> 223 CPU-ms, max-pool 331 -> 85, upsample+concat 1631 -> 503; Adam over all width-64 parameters 4.7 CPU-ms |
+  | all of the above (first commit) | ~2 s per width-64 step on an idle machine | width 8: 2.7-3.3 -> 0.38-0.41 s per step (load avg ~7); width 64: 7.29 s against PyTorch's 10.17 s in the same conditions |
+  | the whole training pass as one autograd node, activations and gradients from a buffer pool kept across steps, vs one node per layer op (`--kernels fused-layers`) | ~40% less CPU at width 8 (perf: ~40% of samples in candle's own spinning thread pool and GradStore's zero-fill + add per edge) | CPU per step width 8 0.219-0.246 -> 0.109-0.132 s, width 64 4.68 -> 3.81 s; peak RSS 902 -> 1026 MB (the pool keeps a step's gradients) |
+  | a `[patch.crates-io]` candle that stores a node's first gradient instead of adding it to zeros | - | not built: with the whole pass one node, the only autograd edges left are the logits, the loss and the 42 parameters |
+  | weight gradient vectorised along image rows for narrow layers (< 32 output channels, and the 1-channel first layer) | 2-3x for 8 and 16 channels (no wasted lanes, no transpose) | first version 28-32 GFLOP/CPU-s (27 accumulators spilled to the stack), after moving the tile loop into its own function 54-81; width-8 weight gradients 58 -> 28 CPU-ms per step; first layer at width 64 15 -> 10 CPU-ms |
+  | output gradient transposed in 16-column blocks for the wide weight gradient | 5-10% of the weight gradient | 6% slower (1.34-1.37 vs 1.26-1.27 CPU-s per step); dropped |
+  | eval forward as one op with BatchNorms folded into the convolutions and pooled activations | the ~25% of a width-8 eval forward that perf put in page faults, clears and memsets | CPU per forward width 8 0.041-0.042 -> 0.024-0.027 s, width 64 1.33-1.35 -> 1.13-1.18 s |
+  | each loss one fused op (sums in f64, one gradient sweep) | up to 12% at width 8 (candle element-wise ops on the logits) | CPU per step median 0.116 -> 0.109 s (7 rounds) |
+  | a path of its own for the 1x1 head | - | not done: the head's three passes cost 12 CPU-ms of a 3.8 CPU-s width-64 step |
+
+- **Numerics.** Every fused op is tested against its candle composition, forward and every
+  gradient, on odd shapes (odd H and W, batch 1, channel counts not multiples of 8), with the
+  kernels' outputs filled with NaN first: convolution kernels against f64 direct sums on every
+  instruction set the CPU has (1e-5), the ops against candle (1e-4; pooling 1e-6, upsampling
+  1e-5), the whole U-Net's 42 gradients against the reference ops (1e-4 of the largest), the
+  eval forward (1e-4), the running statistics (1e-5), fused Adam against the composed update
+  (1e-6 after 3 steps with weight decay), fused losses (value 1e-5, gradient 1e-4). On an input
+  with flat regions (as CT background) the fused gradients stay within 3.4e-6 of candle's ops
+  in f64, candle's own f32 ops within 3.1e-3 (rounding decides which values tie in a pooling
+  window).
+- **Max-pool gradient.** candle 0.11's `max_pool2d` backward scales each window's gradient by
+  the share of maxima in it (a unique maximum gets a quarter of its gradient), and `max`
+  reductions give every tied maximum the whole gradient (four times over in a flat window).
+  The fused kernel and the reference composition both route it to the window's first maximum
+  in row-major order, as PyTorch does; before this change lungseg trained with candle's.
+- **3-epoch runs, fused vs reference** (width 8, 64x64 patches, 10 steps per epoch, test
+  `fused_kernels_and_reference_ops_give_the_same_epoch_table`): at the default learning rate
+  1e-4 every column of the epoch table agrees within 1.6e-5 (seeds 1, 2). At the demo's 3e-3
+  the early epochs are chaotic: training losses agree within 1.9e-4 but validation columns
+  differ by up to 6.3e-3, and two candle-only variants (the reference, and the reference with
+  its convolution backward computed differently) differed as much (6.8e-3); freezing the conv
+  biases in front of the BatchNorms (true gradient zero) did not shrink the gap.
 - Timings on this shared 2-core VM vary by +-15% from run to run; hence the interleaved rounds and
   medians for prepare. Streaming and prepare figures depend on the page cache; the script warms it.
 """)
