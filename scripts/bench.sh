@@ -15,7 +15,8 @@
 #
 # Knobs: BENCH_DIR (scratch, default /tmp/lungseg-bench), BENCH_THREADS (default: all cores),
 # BENCH_SKIP_TORCH=1 (no PyTorch baseline), BENCH_SMALL=1 (quick smoke run, small trees),
-# BENCH_TRAIN_ROUNDS (interleaved train-step rounds, default 3).
+# BENCH_TRAIN_ROUNDS (interleaved train-step rounds, default 3), BENCH_TRAIN_ONLY=1 (re-measure
+# only the train-step section; the other rows of the last run's $BENCH_DIR/results.jsonl stay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lungseg-target}
@@ -33,7 +34,14 @@ else P1=160; P10=1600; STEPS=3; REPS=11; REPS10=5; ROUNDS=3; fi
 ROUNDS=${BENCH_TRAIN_ROUNDS:-$ROUNDS}
 mkdir -p "$WORK"
 LOG=$WORK/results.jsonl
-: > "$LOG"
+TRAIN_ONLY=${BENCH_TRAIN_ONLY:-0}
+if [ "$TRAIN_ONLY" = 1 ]; then
+  [ -s "$LOG" ] || { echo "bench: BENCH_TRAIN_ONLY=1 needs an earlier run's $LOG" >&2; exit 1; }
+  grep -v -E '"name": "((candle|torch)_(step|fwd)_|candle_ref_step_|layers_)' "$LOG" > "$LOG.keep" || true
+  mv "$LOG.keep" "$LOG"
+else
+  : > "$LOG"
+fi
 
 # time_json NAME CMD...: runs CMD under /usr/bin/time, appends {name, wall_s, max_rss_mb, user_s,
 # sys_s}.
@@ -64,6 +72,7 @@ print(json.dumps({"name": name + "_stage", "stdout": c}))
 PY
 }
 
+if [ "$TRAIN_ONLY" != 1 ]; then
 echo "bench: synthetic trees ($P1 and $P10 patients)" >&2
 for n in $P1 $P10; do
   [ -d "$WORK/tree-$n" ] || "$BIN" -q synth --out "$WORK/tree-$n" --patients "$n" --seed 17
@@ -117,6 +126,8 @@ time_json stream "$BENCH" stream --data "$WORK/data-$P1" --epochs 3
 "$BENCH" stream --data "$WORK/data-$P1-zstd" --epochs 1 > /dev/null
 time_json stream_zstd "$BENCH" stream --data "$WORK/data-$P1-zstd" --epochs 3
 
+fi
+
 # Train step and eval forward: ROUNDS interleaved rounds; in each, every (threads, width, mode)
 # runs lungseg and then PyTorch on the same number of threads, so a busy spell on this shared
 # machine hits both; the report takes medians and per-round ratios.
@@ -144,12 +155,15 @@ for base in 8 64; do
   time_json "layers_b$base" "$BENCH" layers --base $base
 done
 
+if [ "$TRAIN_ONLY" != 1 ]; then
 echo "bench: train memory at 1x and 10x" >&2
 for n in $P1 $P10; do
   rm -rf "$WORK/run-$n"
   time_json "train_rss_$n" "$BIN" -q train --data "$WORK/data-$n" --run "$WORK/run-$n" --device cpu \
     --base-channels 8 --max-epochs 1 --max-steps-per-epoch 20 --val-batch-size 8
 done
+
+fi
 
 python3 scripts/bench_report.py "$LOG" "$THREADS" > BENCHMARKS.md
 echo "bench: wrote BENCHMARKS.md" >&2

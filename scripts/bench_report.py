@@ -155,6 +155,34 @@ for base in (8, 64):
             print(f"| {base} | {t} | {label} | {fmt(cs)} | {fmt(ps)} | {sp} | {spr} | {cpu(c)} | {cpu(p)} | "
                   f"{rss(c)} | {rss(p)} |")
 print(f"\nPyTorch: {out('torch_step_b64_t1_r1', 'torch') or 'not measured'}.\n")
+if thread_counts and max(thread_counts) > 1:
+    t = max(thread_counts)
+    used = {}
+    for who, label in (("candle", "lungseg"), ("torch", "PyTorch")):
+        ratios = [r["stdout"]["cpu_seconds_per_step"] / r["stdout"]["seconds_per_step"]
+                  for base in (8, 64) for mode in ("step", "fwd") for r in step_runs(who, mode, base, t)
+                  if r["stdout"].get("cpu_seconds_per_step")]
+        if ratios:
+            used[label] = statistics.median(ratios)
+    if used:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in used.items())
+        print(f"- Cores in use at {t} threads (CPU seconds over wall seconds per step, median over the "
+              f"{t}-thread runs): {parts}; {t} idle cores would allow up to {t}.")
+        if used.get("lungseg", t) < 0.75 * t:
+            def cpu_growth(who, base):
+                one = [r["stdout"].get("cpu_seconds_per_step") for r in step_runs(who, "step", base, 1)]
+                many = [r["stdout"].get("cpu_seconds_per_step") for r in step_runs(who, "step", base, t)]
+                if not one or not many or None in one + many:
+                    return "n/a"
+                return f"{statistics.median(many) / statistics.median(one):.2f}x"
+            growth = "; ".join(f"width {b}: lungseg {cpu_growth('candle', b)}, PyTorch {cpu_growth('torch', b)}"
+                               for b in (8, 64))
+            print(f"  **These {t}-thread rows did not get {t} free cores**: other jobs on this shared "
+                  "machine held the rest, so they compare the two frameworks under contention, not on "
+                  f"{t} idle cores. CPU seconds per train step at {t} threads over 1 thread ({growth}) "
+                  "show how much each framework's threading costs there. The 1-thread rows are the "
+                  "fairer comparison of this run.")
+    print()
 for base in (8, 64):
     ref = out(f"candle_ref_step_b{base}", "seconds_per_step")
     fused = [r["stdout"]["seconds_per_step"] for r in step_runs("candle", "step", base, max(thread_counts or [0]))]
