@@ -6,12 +6,17 @@
 #                       loader loop) on the same >= 2,000-slice synthetic tree
 #   prepare memory      peak RSS of prepare at ~2k and ~20k slices
 #   train step          lungseg-bench train-step vs scripts/torch_baseline.py (the notebook's
-#                       model and loss in PyTorch), same threads, batch 8, 128x128
+#                       model and loss in PyTorch), batch 8, 128x128, widths 8 and 64, 1 thread
+#                       and all threads, training step and eval-mode forward: interleaved rounds
+#                       (each lungseg run right before its PyTorch twin), plus candle's reference
+#                       ops once per width and every fused kernel alone (lungseg-bench layers)
 #   stream              shards -> device-ready patch batches, no model
 #   train memory        peak RSS of `lungseg train` at 1x and 10x the data
 #
 # Knobs: BENCH_DIR (scratch, default /tmp/lungseg-bench), BENCH_THREADS (default: all cores),
-# BENCH_SKIP_TORCH=1 (no PyTorch baseline), BENCH_SMALL=1 (quick smoke run, small trees).
+# BENCH_SKIP_TORCH=1 (no PyTorch baseline), BENCH_SMALL=1 (quick smoke run, small trees),
+# BENCH_TRAIN_ROUNDS (interleaved train-step rounds, default 3), BENCH_TRAIN_ONLY=1 (re-measure
+# only the train-step section; the other rows of the last run's $BENCH_DIR/results.jsonl stay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lungseg-target}
@@ -24,11 +29,19 @@ export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
 WITH_CV2=1 bash scripts/ensure-python-deps.sh
 if [ "${BENCH_SKIP_TORCH:-0}" != 1 ]; then bash scripts/ensure-torch.sh >/dev/null; fi
 # 160 patients of the synthetic default hold about 2,100 slices; 1,600 about 21,000.
-if [ "${BENCH_SMALL:-0}" = 1 ]; then P1=12; P10=40; STEPS=1; REPS=2; REPS10=1
-else P1=160; P10=1600; STEPS=3; REPS=11; REPS10=5; fi
+if [ "${BENCH_SMALL:-0}" = 1 ]; then P1=12; P10=40; STEPS=1; REPS=2; REPS10=1; ROUNDS=1
+else P1=160; P10=1600; STEPS=3; REPS=11; REPS10=5; ROUNDS=3; fi
+ROUNDS=${BENCH_TRAIN_ROUNDS:-$ROUNDS}
 mkdir -p "$WORK"
 LOG=$WORK/results.jsonl
-: > "$LOG"
+TRAIN_ONLY=${BENCH_TRAIN_ONLY:-0}
+if [ "$TRAIN_ONLY" = 1 ]; then
+  [ -s "$LOG" ] || { echo "bench: BENCH_TRAIN_ONLY=1 needs an earlier run's $LOG" >&2; exit 1; }
+  grep -v -E '"name": "((candle|torch)_(step|fwd)_|candle_ref_step_|layers_)' "$LOG" > "$LOG.keep" || true
+  mv "$LOG.keep" "$LOG"
+else
+  : > "$LOG"
+fi
 
 # time_json NAME CMD...: runs CMD under /usr/bin/time, appends {name, wall_s, max_rss_mb, user_s,
 # sys_s}.
@@ -59,6 +72,7 @@ print(json.dumps({"name": name + "_stage", "stdout": c}))
 PY
 }
 
+if [ "$TRAIN_ONLY" != 1 ]; then
 echo "bench: synthetic trees ($P1 and $P10 patients)" >&2
 for n in $P1 $P10; do
   [ -d "$WORK/tree-$n" ] || "$BIN" -q synth --out "$WORK/tree-$n" --patients "$n" --seed 17
@@ -112,23 +126,44 @@ time_json stream "$BENCH" stream --data "$WORK/data-$P1" --epochs 3
 "$BENCH" stream --data "$WORK/data-$P1-zstd" --epochs 1 > /dev/null
 time_json stream_zstd "$BENCH" stream --data "$WORK/data-$P1-zstd" --epochs 3
 
-echo "bench: train step (batch 8, 128x128, $THREADS threads)" >&2
+fi
+
+# Train step and eval forward: ROUNDS interleaved rounds; in each, every (threads, width, mode)
+# runs lungseg and then PyTorch on the same number of threads, so a busy spell on this shared
+# machine hits both; the report takes medians and per-round ratios.
+THREAD_SET=$(printf '%s\n' 1 "$THREADS" | sort -un | tr '\n' ' ')
+echo "bench: train step and eval forward (batch 8, 128x128; threads $THREAD_SET; $ROUNDS rounds)" >&2
+for r in $(seq 1 "$ROUNDS"); do
+  for t in $THREAD_SET; do
+    for base in 8 64; do
+      # A width-8 step takes ~0.1 s: time more of them.
+      steps=$STEPS; [ $base = 8 ] && steps=$((4 * STEPS))
+      for mode in step fwd; do
+        flag=(); [ $mode = fwd ] && flag=(--forward-only)
+        time_json "candle_${mode}_b${base}_t${t}_r$r" env RAYON_NUM_THREADS="$t" \
+          "$BENCH" train-step --base $base --steps $steps "${flag[@]}"
+        if [ "${BENCH_SKIP_TORCH:-0}" != 1 ]; then
+          time_json "torch_${mode}_b${base}_t${t}_r$r" env OMP_NUM_THREADS="$t" \
+            python3 scripts/torch_baseline.py --threads "$t" --base $base --steps $steps "${flag[@]}"
+        fi
+      done
+    done
+  done
+done
 for base in 8 64; do
-  time_json "candle_step_b$base" "$BENCH" train-step --base $base --steps $STEPS
-  time_json "candle_refconv_step_b$base" "$BENCH" train-step --base $base --steps $STEPS --reference-conv
-  time_json "candle_fwd_b$base" "$BENCH" train-step --base $base --steps $STEPS --forward-only
-  if [ "${BENCH_SKIP_TORCH:-0}" != 1 ]; then
-    time_json "torch_step_b$base" python3 scripts/torch_baseline.py --threads "$THREADS" --base $base --steps $STEPS
-    time_json "torch_fwd_b$base" python3 scripts/torch_baseline.py --threads "$THREADS" --base $base --steps $STEPS --forward-only
-  fi
+  time_json "candle_ref_step_b$base" "$BENCH" train-step --base $base --steps $STEPS --kernels candle-reference
+  time_json "layers_b$base" "$BENCH" layers --base $base
 done
 
+if [ "$TRAIN_ONLY" != 1 ]; then
 echo "bench: train memory at 1x and 10x" >&2
 for n in $P1 $P10; do
   rm -rf "$WORK/run-$n"
   time_json "train_rss_$n" "$BIN" -q train --data "$WORK/data-$n" --run "$WORK/run-$n" --device cpu \
     --base-channels 8 --max-epochs 1 --max-steps-per-epoch 20 --val-batch-size 8
 done
+
+fi
 
 python3 scripts/bench_report.py "$LOG" "$THREADS" > BENCHMARKS.md
 echo "bench: wrote BENCHMARKS.md" >&2

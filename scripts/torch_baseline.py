@@ -6,7 +6,9 @@ forward + dice_loss + backward + Adam(lr=1e-4) step, on a fixed random batch of 
 (batch, 1, size, size) with a {0,1} target containing one disc-shaped blob per sample.
 Inputs are seeded (--seed, default 0), so runs are repeatable. `--warmup` steps run first and
 are not timed; then `--steps` steps are timed individually (CUDA synchronised before and after
-each) and the median is reported. With `--forward-only` it times inference instead
+each) and the median is reported, with the fastest step and the median process CPU time per
+step (all threads; on a shared machine less sensitive to other jobs than wall time, though
+OpenMP's spin-waiting counts in it). With `--forward-only` it times inference instead
 (model.eval(), torch.inference_mode(), forward only) and reports the same fields.
 
 No data loading is included: this is the compute of the step only.
@@ -18,6 +20,7 @@ Usage:
 Prints (and writes to OUT if given) one JSON object:
     {"framework": "pytorch", "torch": "<version>", "device": "cpu"|"cuda", "threads": N,
      "batch": 8, "size": 128, "base": 64, "seconds_per_step": <median s>,
+     "min_seconds_per_step": <fastest s>, "cpu_seconds_per_step": <median CPU s>,
      "patches_per_s": batch / median, "steps": K, "mode": "train-step"|"forward-only"}
 `--threads` defaults to os.cpu_count(); it sets torch.set_num_threads (CPU intra-op threads).
 """
@@ -100,13 +103,14 @@ def main():
     for _ in range(a.warmup):
         step()
     sync()
-    times = []
+    times, cpu_times = [], []
     for _ in range(a.steps):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         sync()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     med = statistics.median(times)
     out = {
         "framework": "pytorch",
@@ -117,6 +121,8 @@ def main():
         "size": a.size,
         "base": a.base,
         "seconds_per_step": med,
+        "min_seconds_per_step": min(times),
+        "cpu_seconds_per_step": statistics.median(cpu_times),
         "patches_per_s": a.batch / med,
         "steps": a.steps,
         "mode": "forward-only" if a.forward_only else "train-step",

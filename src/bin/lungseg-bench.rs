@@ -1,5 +1,6 @@
-//! Micro-benchmarks behind `make bench`: the U-Net train step and the shard stream, timed in
-//! the same build the CLI uses. Prints one JSON object per run.
+//! Micro-benchmarks behind `make bench`: the U-Net train step, its kernels and the shard stream,
+//! timed in the same build the CLI uses, and the mixing of training batches. Prints one JSON
+//! object per run.
 
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -43,9 +44,26 @@ enum What {
         /// Forward only, in evaluation mode.
         #[arg(long)]
         forward_only: bool,
-        /// Use candle's own conv2d backward (the reference) instead of the fast CPU one.
+        /// Use candle's reference ops throughout (same as `--kernels candle-reference`).
         #[arg(long)]
         reference_conv: bool,
+        /// Which layer implementation: fused (lungseg's CPU kernels, one node for the net),
+        /// fused-layers (one node per layer) or candle-reference. Default: the
+        /// model's default (fused; `LUNGSEG_KERNELS` overrides).
+        #[arg(long)]
+        kernels: Option<ConvImpl>,
+    },
+    /// Each CPU kernel of one training step on the U-Net's own layer shapes, timed alone:
+    /// CPU seconds (all threads) and wall seconds, the minimum over `--reps`.
+    Layers {
+        #[arg(long, default_value_t = 64)]
+        base: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
     },
     /// Shards → device-ready patch batches, no model.
     Stream {
@@ -59,7 +77,28 @@ enum What {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// How mixed training batches are: distinct patients in the last `--tail` batches of each
+    /// epoch and per batch, from the trainer's own stream, against uniform permutations.
+    Order {
+        #[arg(long)]
+        data: std::path::PathBuf,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 20)]
+        tail: usize,
+        #[arg(long, default_value_t = 5)]
+        epochs: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = lungseg::data::stream::DEFAULT_SHUFFLE_BUFFER)]
+        buffer: usize,
+    },
 }
+
+#[path = "lungseg-bench/layers.rs"]
+mod layers;
+#[path = "lungseg-bench/order.rs"]
+mod order;
 
 fn open_device(name: &str) -> anyhow::Result<Device> {
     let spec: lungseg::device::DeviceSpec = name.parse().map_err(anyhow::Error::msg)?;
@@ -80,15 +119,11 @@ fn train_step(
     warmup: usize,
     device: &str,
     forward_only: bool,
-    reference_conv: bool,
+    kernels: ConvImpl,
 ) -> anyhow::Result<serde_json::Value> {
     let dev = open_device(device)?;
     let vm = VarMap::new();
-    let conv = if reference_conv {
-        ConvImpl::CandleReference
-    } else {
-        ConvImpl::FastBackward
-    };
+    let conv = kernels;
     let model = UNet::with_impls(
         &UNetConfig {
             base_channels: base,
@@ -109,8 +144,9 @@ fn train_step(
     let x = Tensor::from_vec(x, (batch, 1, size, size), &dev)?;
     let y = Tensor::from_vec(y, (batch, 1, size, size), &dev)?;
     let mut times = Vec::new();
+    let mut cpu_times = Vec::new();
     for i in 0..warmup + steps {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), layers::cpu_seconds());
         if forward_only {
             let p = model.forward_t(&x, false)?;
             p.sum_all()?.to_scalar::<f32>()?;
@@ -122,15 +158,20 @@ fn train_step(
         }
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
+            cpu_times.push(layers::cpu_seconds() - cpu);
         }
     }
-    let s = median(times);
+    let (s, min_s) = (
+        median(times.clone()),
+        times.iter().copied().fold(f64::MAX, f64::min),
+    );
     Ok(serde_json::json!({
         "framework": "candle", "device": lungseg::device::describe(&dev),
         "threads": rayon::current_num_threads(), "batch": batch, "size": size, "base": base,
         "seconds_per_step": s, "patches_per_s": batch as f64 / s, "steps": steps,
+        "min_seconds_per_step": min_s, "cpu_seconds_per_step": median(cpu_times),
         "mode": if forward_only { "forward-only" } else { "train-step" },
-        "conv": if reference_conv { "candle-reference" } else { "fast-backward" },
+        "conv": serde_json::to_value(kernels)?,
     }))
 }
 
@@ -180,6 +221,7 @@ fn main() -> ExitCode {
             device,
             forward_only,
             reference_conv,
+            kernels,
         } => train_step(
             base,
             batch,
@@ -188,14 +230,31 @@ fn main() -> ExitCode {
             warmup,
             &device,
             forward_only,
-            reference_conv,
+            match (reference_conv, kernels) {
+                (true, _) => ConvImpl::CandleReference,
+                (false, k) => k.unwrap_or_default(),
+            },
         ),
+        What::Layers {
+            base,
+            batch,
+            size,
+            reps,
+        } => layers::run(base, batch, size, reps),
         What::Stream {
             data,
             batch,
             epochs,
             device,
         } => stream(&data, batch, epochs, &device),
+        What::Order {
+            data,
+            batch,
+            tail,
+            epochs,
+            seed,
+            buffer,
+        } => order::run(&data, batch, tail, epochs, seed, buffer),
     };
     match result {
         Ok(v) => {

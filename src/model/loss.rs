@@ -1,9 +1,13 @@
 //! Segmentation losses computed from **logits**, so that the cross-entropy term can use the
-//! numerically stable log-sum-exp form; all built from differentiable candle ops.
+//! numerically stable log-sum-exp form.
 //!
 //! Every loss takes `logits` and a `{0, 1}` `target` of the same shape (normally
-//! `(B, 1, H, W)`) and returns a scalar. The soft sums are pooled over the whole batch.
+//! `(B, 1, H, W)`) and returns a scalar. The soft sums are pooled over the whole batch. f32 on
+//! the CPU runs one fused op per loss (`model::ops::loss`); anything else, and the `*_reference`
+//! functions, compose differentiable candle ops.
 
+use super::cpu::loss::LossFn;
+use super::ops::loss::fused_loss;
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +28,15 @@ fn check_shapes(logits: &Tensor, target: &Tensor) -> Result<()> {
 /// `1 - (2·Σ p·t + 1) / (Σ p + Σ t + 1)` with `p = sigmoid(logits)`, pooled over the batch.
 pub fn soft_dice_loss(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     check_shapes(logits, target)?;
+    match fused_loss(LossFn::Dice, logits, target, SMOOTH)? {
+        Some(loss) => Ok(loss),
+        None => soft_dice_loss_reference(logits, target),
+    }
+}
+
+/// [`soft_dice_loss`] composed from candle ops.
+pub fn soft_dice_loss_reference(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    check_shapes(logits, target)?;
     let p = candle_nn::ops::sigmoid(logits)?;
     let inter = (&p * target)?.sum_all()?;
     let num = inter.affine(2.0, SMOOTH)?;
@@ -34,6 +47,20 @@ pub fn soft_dice_loss(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
 /// `1 - (TP + 1) / (TP + α·FP + β·FN + 1)` with soft `TP = Σ p·t`, `FP = Σ p·(1-t)`,
 /// `FN = Σ (1-p)·t`. `β > α` weighs false negatives more (recall-oriented).
 pub fn tversky_loss(logits: &Tensor, target: &Tensor, alpha: f64, beta: f64) -> Result<Tensor> {
+    check_shapes(logits, target)?;
+    match fused_loss(LossFn::Tversky { alpha, beta }, logits, target, SMOOTH)? {
+        Some(loss) => Ok(loss),
+        None => tversky_loss_reference(logits, target, alpha, beta),
+    }
+}
+
+/// [`tversky_loss`] composed from candle ops.
+pub fn tversky_loss_reference(
+    logits: &Tensor,
+    target: &Tensor,
+    alpha: f64,
+    beta: f64,
+) -> Result<Tensor> {
     check_shapes(logits, target)?;
     let p = candle_nn::ops::sigmoid(logits)?;
     let tp = (&p * target)?.sum_all()?;
@@ -47,6 +74,15 @@ pub fn tversky_loss(logits: &Tensor, target: &Tensor, alpha: f64, beta: f64) -> 
 /// `max(x, 0) - x·t + log(1 + exp(-|x|))`.
 pub fn bce_with_logits(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     check_shapes(logits, target)?;
+    match fused_loss(LossFn::Bce, logits, target, SMOOTH)? {
+        Some(loss) => Ok(loss),
+        None => bce_with_logits_reference(logits, target),
+    }
+}
+
+/// [`bce_with_logits`] composed from candle ops.
+pub fn bce_with_logits_reference(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    check_shapes(logits, target)?;
     let softplus_neg_abs = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
     let per_pixel = ((logits.relu()? - (logits * target)?)? + softplus_neg_abs)?;
     per_pixel.mean_all()
@@ -54,7 +90,13 @@ pub fn bce_with_logits(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
 
 /// [`soft_dice_loss`] + [`bce_with_logits`].
 pub fn dice_bce_loss(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
-    soft_dice_loss(logits, target)? + bce_with_logits(logits, target)?
+    check_shapes(logits, target)?;
+    match fused_loss(LossFn::DiceBce, logits, target, SMOOTH)? {
+        Some(loss) => Ok(loss),
+        None => {
+            soft_dice_loss_reference(logits, target)? + bce_with_logits_reference(logits, target)?
+        }
+    }
 }
 
 /// Tversky weights. The default (α = 0.3, β = 0.7) favours recall.
@@ -184,6 +226,45 @@ mod tests {
         let (x, t) = fixture()?;
         assert!((scalar(&LossKind::Dice.compute(&x, &t)?)? - (1.0 - 4.3 / 5.4)).abs() < 1e-9);
         assert!((scalar(&LossKind::Tversky.compute(&x, &t)?)? - (1.0 - 2.65 / 3.12)).abs() < 1e-9);
+        Ok(())
+    }
+
+    /// Every fused loss against its composition: value and logits gradient, f32, on a batch
+    /// with large logits (saturated sigmoids) and an odd size.
+    #[test]
+    fn fused_losses_match_their_compositions() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&(Tensor::randn(0f32, 3.0, (3, 1, 17, 13), &dev)? * 2.0)?)?;
+        let t = Tensor::rand(0f32, 1.0, (3, 1, 17, 13), &dev)?
+            .ge(0.7)?
+            .to_dtype(DType::F32)?;
+        type Loss = fn(&Tensor, &Tensor) -> Result<Tensor>;
+        let tversky: Loss = |x, t| tversky_loss(x, t, 0.3, 0.7);
+        let tversky_ref: Loss = |x, t| tversky_loss_reference(x, t, 0.3, 0.7);
+        let dice_bce_ref: Loss =
+            |x, t| soft_dice_loss_reference(x, t)? + bce_with_logits_reference(x, t)?;
+        let cases: [(&str, Loss, Loss); 4] = [
+            ("dice", soft_dice_loss, soft_dice_loss_reference),
+            ("tversky", tversky, tversky_ref),
+            ("bce", bce_with_logits, bce_with_logits_reference),
+            ("dice-bce", dice_bce_loss, dice_bce_ref),
+        ];
+        for (name, fused, reference) in cases {
+            let (a, b) = (fused(x.as_tensor(), &t)?, reference(x.as_tensor(), &t)?);
+            let (va, vb) = (scalar(&a)?, scalar(&b)?);
+            assert!(
+                (va - vb).abs() < 1e-5 * vb.abs().max(1.0),
+                "{name}: {va} vs {vb}"
+            );
+            let ga = (a * 3.0)?.backward()?;
+            let gb = (b * 3.0)?.backward()?;
+            let missing = || candle_core::Error::Msg(format!("{name}: no gradient"));
+            let ga = ga.get(x.as_tensor()).ok_or_else(missing)?;
+            let gb = gb.get(x.as_tensor()).ok_or_else(missing)?;
+            let err = (ga - gb)?.abs()?.max_all()?.to_scalar::<f32>()?
+                / gb.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(err < 1e-4, "{name}: gradient rel err {err}");
+        }
         Ok(())
     }
 

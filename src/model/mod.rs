@@ -1,16 +1,21 @@
-//! The segmentation network and what training it needs from candle: the notebook's U-Net, the
-//! differentiable bilinear upsampler (candle's own has no backward), the fast CPU convolution
-//! backward, the losses, Adam with savable state, and PyTorch-like seeded initialisation.
+//! The segmentation network: the notebook's U-Net, its losses, optimizer and initialisation, and
+//! the CPU kernels (`cpu`) and fused candle ops (`ops`) it trains and predicts with; candle's
+//! reference compositions stay selectable (`ConvImpl`).
 
 pub mod bilinear;
-pub mod fast_conv;
+pub mod cpu;
 pub mod init;
+pub mod kernels;
 pub mod loss;
+pub mod ops;
 pub mod optim;
 pub mod unet;
 
+#[cfg(test)]
+mod lockstep_tests;
+
 pub use bilinear::upsample_bilinear2x;
-pub use fast_conv::{conv2d_fast_backward, ConvImpl};
+pub use kernels::ConvImpl;
 pub use unet::{
     is_running_stat, trainable_vars, ConvLayer, DoubleConv, UNet, UNetConfig, Upsample2x,
 };

@@ -1,7 +1,13 @@
 //! Adam (PyTorch's `torch.optim.Adam`, no weight decay by default) with state that can be saved
 //! and restored, which candle-nn's `AdamW` keeps private: `--resume` needs the moments.
+//!
+//! On the CPU the moments are plain vectors and each step is one fused in-place sweep per
+//! parameter ([`crate::model::cpu::adam`]); elsewhere the update is composed from candle ops.
 
-use candle_core::{Result, Tensor, Var};
+use super::cpu::adam::{adam_update, AdamStep};
+use super::ops::with_f32;
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Result, Tensor, Var};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Adam hyper-parameters.
@@ -31,11 +37,131 @@ impl Default for AdamParams {
     }
 }
 
+/// The two moments of one parameter.
+enum Moments {
+    /// f32 on the CPU: updated in place by the fused kernel.
+    Host { m: Vec<f32>, v: Vec<f32> },
+    /// Anywhere else: tensors, replaced by the composed update.
+    Device { m: Tensor, v: Tensor },
+}
+
 struct Slot {
     name: String,
     var: Var,
-    m: Tensor,
-    v: Tensor,
+    moments: Moments,
+}
+
+impl Slot {
+    fn new(name: String, var: Var) -> Result<Self> {
+        let moments = if var.device().is_cpu() && var.dtype() == DType::F32 {
+            let n = var.elem_count();
+            Moments::Host {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            }
+        } else {
+            Moments::Device {
+                m: var.zeros_like()?,
+                v: var.zeros_like()?,
+            }
+        };
+        Ok(Self { name, var, moments })
+    }
+
+    /// The moments as tensors of the variable's shape, on its device.
+    fn moment_tensors(&self) -> Result<(Tensor, Tensor)> {
+        match &self.moments {
+            Moments::Host { m, v } => Ok((
+                Tensor::from_slice(m, self.var.shape(), self.var.device())?,
+                Tensor::from_slice(v, self.var.shape(), self.var.device())?,
+            )),
+            Moments::Device { m, v } => Ok((m.clone(), v.clone())),
+        }
+    }
+
+    /// Replaces the moments with `m` and `v` (any device; shapes must match).
+    fn set_moments(&mut self, m: &Tensor, v: &Tensor) -> Result<()> {
+        for t in [m, v] {
+            if t.shape() != self.var.shape() {
+                candle_core::bail!("optimizer state for {} has shape {:?}", self.name, t.dims())
+            }
+        }
+        self.moments = match self.moments {
+            Moments::Host { .. } => Moments::Host {
+                m: m.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+                v: v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+            },
+            Moments::Device { .. } => Moments::Device {
+                m: m.to_device(self.var.device())?,
+                v: v.to_device(self.var.device())?,
+            },
+        };
+        Ok(())
+    }
+
+    /// One Adam update with gradient `g`.
+    fn update(&mut self, g: &Tensor, p: &AdamParams, t: i32) -> Result<()> {
+        match &mut self.moments {
+            Moments::Host { m, v } => {
+                let step = AdamStep::new(p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, t);
+                with_f32(g, "adam", |g| {
+                    let op = FusedAdam {
+                        step,
+                        moments: RefCell::new((m.as_mut_slice(), v.as_mut_slice())),
+                        grad: g,
+                    };
+                    self.var.as_tensor().inplace_op1(&op)
+                })
+            }
+            Moments::Device { m, v } => {
+                let c1 = 1.0 - p.beta1.powi(t);
+                let c2 = 1.0 - p.beta2.powi(t);
+                let m_new = ((&*m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
+                let v_new = ((&*v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
+                let m_hat = (&m_new / c1)?;
+                let v_hat = (&v_new / c2)?;
+                let update = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
+                let mut theta = self.var.as_tensor().clone();
+                if p.weight_decay > 0.0 {
+                    theta = (theta * (1.0 - p.lr * p.weight_decay))?;
+                }
+                self.var.set(&(theta - (update * p.lr)?)?)?;
+                *m = m_new.detach();
+                *v = v_new.detach();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The in-place update of one CPU parameter, as a candle in-place op on the variable (so that
+/// its storage is written under candle's lock).
+struct FusedAdam<'a> {
+    step: AdamStep,
+    moments: RefCell<(&'a mut [f32], &'a mut [f32])>,
+    grad: &'a [f32],
+}
+
+impl InplaceOp1 for FusedAdam<'_> {
+    fn name(&self) -> &'static str {
+        "lungseg-adam"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let CpuStorage::F32(theta) = storage else {
+            candle_core::bail!("lungseg-adam: the parameter is not f32")
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or(candle_core::Error::RequiresContiguous { op: "lungseg-adam" })?;
+        let mut moments = self.moments.borrow_mut();
+        let (m, v) = &mut *moments;
+        if end - start != self.grad.len() || m.len() != self.grad.len() {
+            candle_core::bail!("lungseg-adam: parameter, moments and gradient differ in size")
+        }
+        adam_update(&self.step, &mut theta[start..end], m, v, self.grad);
+        Ok(())
+    }
 }
 
 /// Adam over named variables.
@@ -50,11 +176,7 @@ impl Adam {
     pub fn new(vars: Vec<(String, Var)>, params: AdamParams) -> Result<Self> {
         let slots = vars
             .into_iter()
-            .map(|(name, var)| {
-                let m = var.zeros_like()?;
-                let v = var.zeros_like()?;
-                Ok(Slot { name, var, m, v })
-            })
+            .map(|(name, var)| Slot::new(name, var))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             slots,
@@ -78,26 +200,12 @@ impl Adam {
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
         let grads = loss.backward()?;
         self.step += 1;
-        let p = self.params;
         let t = self.step as i32;
-        let c1 = 1.0 - p.beta1.powi(t);
-        let c2 = 1.0 - p.beta2.powi(t);
         for slot in &mut self.slots {
             let Some(g) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            let m = ((&slot.m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
-            let v = ((&slot.v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
-            let m_hat = (&m / c1)?;
-            let v_hat = (&v / c2)?;
-            let update = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
-            let mut theta = slot.var.as_tensor().clone();
-            if p.weight_decay > 0.0 {
-                theta = (theta * (1.0 - p.lr * p.weight_decay))?;
-            }
-            slot.var.set(&(theta - (update * p.lr)?)?)?;
-            slot.m = m.detach();
-            slot.v = v.detach();
+            slot.update(g, &self.params, t)?;
         }
         Ok(())
     }
@@ -107,8 +215,9 @@ impl Adam {
     pub fn state(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for s in &self.slots {
-            out.insert(format!("{}.exp_avg", s.name), s.m.clone());
-            out.insert(format!("{}.exp_avg_sq", s.name), s.v.clone());
+            let (m, v) = s.moment_tensors()?;
+            out.insert(format!("{}.exp_avg", s.name), m);
+            out.insert(format!("{}.exp_avg_sq", s.name), v);
         }
         let device = self
             .slots
@@ -127,8 +236,9 @@ impl Adam {
                     .get(&key)
                     .ok_or_else(|| candle_core::Error::Msg(format!("optimizer state lacks {key}")))
             };
-            s.m = get(format!("{}.exp_avg", s.name))?.to_device(s.var.device())?;
-            s.v = get(format!("{}.exp_avg_sq", s.name))?.to_device(s.var.device())?;
+            let m = get(format!("{}.exp_avg", s.name))?.clone();
+            let v = get(format!("{}.exp_avg_sq", s.name))?.clone();
+            s.set_moments(&m, &v)?;
         }
         let step = state
             .get("step")
@@ -191,6 +301,48 @@ mod tests {
             "{:?} {want1}",
             seen[1]
         );
+    }
+
+    /// The fused CPU update against the composed one (run through `Moments::Device`), over a
+    /// few steps with weight decay, on a parameter larger than one parallel chunk.
+    #[test]
+    fn fused_update_matches_composed_update() -> Result<()> {
+        let dev = Device::Cpu;
+        let n = 70_001;
+        let start = Tensor::randn(0f32, 1.0, n, &dev)?;
+        let (a, b) = (
+            Var::from_tensor(&start.copy()?)?,
+            Var::from_tensor(&start.copy()?)?,
+        );
+        let params = AdamParams {
+            lr: 1e-2,
+            weight_decay: 0.1,
+            ..AdamParams::default()
+        };
+        let mut fused = Adam::new(vec![("w".into(), a.clone())], params)?;
+        let mut composed = Adam::new(vec![("w".into(), b.clone())], params)?;
+        let (m, v) = (b.zeros_like()?, b.zeros_like()?);
+        composed.slots[0].moments = Moments::Device { m, v };
+        let target = Tensor::randn(0f32, 1.0, n, &dev)?;
+        for _ in 0..3 {
+            fused.backward_step(&(a.as_tensor() - &target)?.sqr()?.sum_all()?)?;
+            composed.backward_step(&(b.as_tensor() - &target)?.sqr()?.sum_all()?)?;
+        }
+        let diff = (a.as_tensor() - b.as_tensor())?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "parameters differ by {diff}");
+        let (sa, sb) = (fused.state()?, composed.state()?);
+        for key in ["w.exp_avg", "w.exp_avg_sq"] {
+            let d = (&sa[key] - &sb[key])?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            let s = sb[key].abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d <= 1e-6 * s, "{key} differs by {d}");
+        }
+        Ok(())
     }
 
     #[test]

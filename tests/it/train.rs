@@ -367,3 +367,54 @@ fn bad_inputs_are_one_line_errors_with_exit_code_2() {
         );
     }
 }
+
+/// lungseg's fused CPU kernels and candle's reference ops (`LUNGSEG_KERNELS=reference`) give
+/// the same 3-epoch table within 1e-3, at the default learning rate (the notebook's 1e-4).
+/// (At the demo's 3e-3 the early epochs are chaotic: there two candle-only variants, the
+/// reference and its conv backward done differently, differed by up to 7e-3 in the validation
+/// columns; see BENCHMARKS.md.)
+#[test]
+fn fused_kernels_and_reference_ops_give_the_same_epoch_table() {
+    let sb = Sandbox::new();
+    let data = dataset(&sb, 16, 21, &[]);
+    let run = |kernels: &str| {
+        let dir = sb.path(&format!("run-{kernels}"));
+        let out = std::process::Command::new(bin())
+            .env("LUNGSEG_KERNELS", kernels)
+            .args(["-q", "train", "--data", data.to_str().unwrap()])
+            .args(["--run", dir.to_str().unwrap(), "--device", "cpu"])
+            .args(["--base-channels", "8", "--patch", "64", "--fg-crop", "0.8"])
+            .args(["--max-epochs", "3", "--patience", "3"])
+            .args(["--max-steps-per-epoch", "10", "--seed", "1"])
+            .output()
+            .expect("spawn lungseg");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        read_epochs(&dir.join("epochs.parquet")).unwrap()
+    };
+    let (fused, reference) = (run("fused"), run("reference"));
+    assert_eq!(fused.len(), 3);
+    assert_eq!(reference.len(), 3);
+    for (a, b) in fused.iter().zip(&reference) {
+        let pairs = [
+            ("train_loss", a.train_loss, b.train_loss),
+            ("val_loss", a.val_loss, b.val_loss),
+            ("val_recall", a.val_recall, b.val_recall),
+            ("val_precision", a.val_precision, b.val_precision),
+            ("val_dice", a.val_dice, b.val_dice),
+            (
+                "val_mean_slice_dice",
+                a.val_mean_slice_dice,
+                b.val_mean_slice_dice,
+            ),
+            ("monitor_value", a.monitor_value, b.monitor_value),
+        ];
+        for (name, x, y) in pairs {
+            assert!((x - y).abs() < 1e-3, "epoch {}: {name} {x} vs {y}", a.epoch);
+        }
+        assert_eq!((a.epoch, a.best_epoch), (b.epoch, b.best_epoch));
+    }
+}
