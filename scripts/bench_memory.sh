@@ -88,7 +88,7 @@ measure() {
         outcome="exit $status"
     fi
     local counts
-    counts=$(grep -oE '[0-9]+ (rejects rows|of [0-9]+ files written)' "$WORK/$name.out" | tail -1 || true)
+    counts=$(grep -oE '[0-9]+ rows? in rejects.parquet|[0-9]+ of [0-9]+ files written' "$WORK/$name.out" | tail -1 || true)
     echo "$rss|$secs|$outcome${counts:+, $counts}" >"$WORK/$name.result"
 }
 

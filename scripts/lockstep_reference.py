@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from candle_pool import CandlePool  # noqa: E402
 from torch_unet import UNet, dice_loss  # noqa: E402
 
 
@@ -97,25 +98,6 @@ def batch(s, size, n=8):
         x[b, 0] = img.astype(np.float32)
         y[b, 0] = m
     return torch.from_numpy(x), torch.from_numpy(y)
-
-
-class CandleMaxPool2x2(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = F.max_pool2d(x, 2)
-        ctx.save_for_backward(x, y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        x, y = ctx.saved_tensors
-        mask = (x == F.interpolate(y, scale_factor=2, mode="nearest")).to(x.dtype)
-        return F.interpolate(g * F.avg_pool2d(mask, 2), scale_factor=2, mode="nearest") * mask
-
-
-class CandlePool(torch.nn.Module):
-    def forward(self, x):
-        return CandleMaxPool2x2.apply(x)
 
 
 class BiasedRunningVarBN(torch.nn.BatchNorm2d):

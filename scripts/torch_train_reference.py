@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from candle_pool import CandlePool  # noqa: E402
 from torch_unet import UNet, dice_loss  # noqa: E402
 
 
@@ -82,29 +83,6 @@ def patch_of(img, mask, p, gen):
     xi[:ch, :cw] = img[top:top + ch, left:left + cw]
     yi[:ch, :cw] = mask[top:top + ch, left:left + cw]
     return xi, yi
-
-
-class CandleMaxPool2x2(torch.autograd.Function):
-    """max_pool2d(2) with candle 0.11's backward: grad * (ties in window / 4) to every tied max."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = F.max_pool2d(x, 2)
-        ctx.save_for_backward(x, y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        x, y = ctx.saved_tensors
-        up = F.interpolate(y, scale_factor=2, mode="nearest")
-        mask = (x == up).to(x.dtype)
-        avg = F.avg_pool2d(mask, 2)
-        return F.interpolate(g * avg, scale_factor=2, mode="nearest") * mask
-
-
-class CandlePool(torch.nn.Module):
-    def forward(self, x):
-        return CandleMaxPool2x2.apply(x)
 
 
 def load_init(model, path):

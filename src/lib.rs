@@ -30,6 +30,7 @@ pub mod run;
 pub mod schema;
 pub mod slice_id;
 pub mod table;
+pub mod wording;
 
 // The stages, on top of the shared layer.
 pub mod cli;

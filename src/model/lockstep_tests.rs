@@ -188,7 +188,7 @@ fn batch(s: usize) -> Result<(Tensor, Tensor)> {
     let mut x = vec![0f32; n * SIZE * SIZE];
     let mut y = vec![0f32; n * SIZE * SIZE];
     for b in 0..n {
-        let disc = !(b == 7 && s % 3 == 0);
+        let disc = !(b == 7 && s.is_multiple_of(3));
         let r = (2 + (s + 2 * b) % 5) as i64;
         let cy = (6 + (3 * s + 5 * b) % (SIZE - 12)) as i64;
         let cx = (6 + (7 * s + 3 * b) % (SIZE - 12)) as i64;

@@ -15,6 +15,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::json::write_json_atomic;
 use crate::layout::DataDir;
 use crate::lock::DirLock;
+use crate::wording::count;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -25,6 +26,8 @@ pub struct PrepareReport {
     pub skipped: bool,
     /// Counts of the run (or of the earlier run, when skipped).
     pub counts: PrepareCounts,
+    /// Whether slices without any rater's mark went into the shards (`--keep-empty`).
+    pub keep_empty: bool,
 }
 
 impl PrepareReport {
@@ -33,21 +36,28 @@ impl PrepareReport {
         let c = &self.counts;
         if self.skipped {
             return format!(
-                "prepare: already complete ({} slices in {} shards); nothing to do (use --overwrite to rebuild)",
-                c.slices_kept, c.shards
+                "prepare: already complete ({} in {}); nothing to do (use --overwrite to rebuild)",
+                count(c.slices_kept, "slice"),
+                count(c.shards, "shard")
             );
         }
+        let too_small = if c.slices_too_small > 0 {
+            format!(", {} smaller than --min-size", c.slices_too_small)
+        } else {
+            String::new()
+        };
         format!(
-            "prepare: {} patients, {} nodules, {} slices seen, {} kept, {} empty, {} rejected, {} rejects rows, {} files ignored, {} shards, {:.1} MB in {:.1}s ({:.0} slices/s)",
-            c.patients,
-            c.nodules,
-            c.slices_seen,
+            "prepare: {}, {}, {} seen: {} kept, {} with no rater's mark{}{too_small}, {} rejected; {} in rejects.parquet; {} ignored; {}, {:.1} MB in {:.1} s ({:.0} slices/s)",
+            count(c.patients, "patient"),
+            count(c.nodules, "nodule"),
+            count(c.slices_seen, "slice"),
             c.slices_kept,
             c.slices_empty,
+            if self.keep_empty { " (kept)" } else { " (left out)" },
             c.slices_rejected,
-            c.rejects,
-            c.files_ignored,
-            c.shards,
+            count(c.rejects, "row"),
+            count(c.files_ignored, "stray file"),
+            count(c.shards, "shard"),
             c.bytes as f64 / 1e6,
             c.seconds,
             c.slices_seen as f64 / c.seconds.max(1e-9)
@@ -123,6 +133,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
             return Ok(PrepareReport {
                 skipped: true,
                 counts: previous.counts,
+                keep_empty: previous.config.settings.keep_empty,
             });
         }
         tracing::info!("--overwrite: rebuilding {}", data.root().display());
@@ -176,5 +187,6 @@ fn write_outputs(
     Ok(PrepareReport {
         skipped: false,
         counts,
+        keep_empty: cfg.settings.keep_empty,
     })
 }

@@ -10,6 +10,7 @@ use crate::error::{IoContext, Result};
 use crate::json::read_json;
 use crate::layout::RunDir;
 use crate::run::eval_summary::EvalSummary;
+use crate::wording::count;
 use markdown::{BrokenRun, RunPage};
 use runs::RunSummary;
 use serde::{Deserialize, Serialize};
@@ -39,9 +40,9 @@ impl ReportOutcome {
     /// The one-line summary.
     pub fn summary(&self) -> String {
         format!(
-            "report: {} runs, {} charts -> {}",
-            self.runs.len(),
-            self.charts.len(),
+            "report: {}, {} -> {}",
+            count(self.runs.len(), "run"),
+            count(self.charts.len(), "chart"),
             self.markdown.display()
         )
     }

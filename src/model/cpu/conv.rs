@@ -144,7 +144,7 @@ pub fn conv2d_forward(
         Epilogue::Bias(b) => (None, b, false),
         Epilogue::ScaleShiftRelu { scale, shift } => (Some(scale), shift, true),
     };
-    assert!(shift.len() == shape.c_out && scale.map_or(true, |s| s.len() == shape.c_out));
+    assert!(shift.len() == shape.c_out && scale.is_none_or(|s| s.len() == shape.c_out));
     let kk = shape.k * shape.k;
     let packed = pack(shape.c_out, shape.c_in, kk, |m, c, t| {
         weight[(m * shape.c_in + c) * kk + t]
@@ -448,7 +448,7 @@ pub fn conv2d_backward_weight(
     check(shape, x.len(), dw.len(), gy.len());
     assert_eq!(db.len(), shape.c_out, "conv2d kernel: bias length");
     let rows = shape.c_in * shape.k * shape.k;
-    if shape.c_out < 32 || shape.c_out % 16 != 0 || shape.c_in == 1 {
+    if shape.c_out < 32 || !shape.c_out.is_multiple_of(16) || shape.c_in == 1 {
         // Narrow layers: vectors along the image rows (no lanes wasted on missing channels).
         // Also one input channel (the first layer), whose few products cannot pay for the
         // output gradient's transpose that the channel vectors need.

@@ -40,7 +40,7 @@ impl UpCatShape {
 #[inline(always)]
 fn taps(o: usize, n: usize) -> (usize, usize) {
     let k = o / 2;
-    let other = if o % 2 == 0 {
+    let other = if o.is_multiple_of(2) {
         k.saturating_sub(1)
     } else {
         (k + 1).min(n - 1)
