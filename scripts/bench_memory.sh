@@ -118,15 +118,15 @@ done
 
 # The cases: name | description | arguments (after the binary) | baseline too?
 cases=(
-    "prepare-clean|prepare, 40-patient synthetic tree|-q prepare --input $WORK/tree --out $WORK/d-clean|yes"
-    "prepare-bomb8|prepare, same tree + one 8-bit 60000x60000 bomb ($bomb_bytes bytes)|-q prepare --input $WORK/bomb8 --out $WORK/d-bomb8|yes"
-    "prepare-bombs|prepare, same tree + 60000x60000 bombs: 8-bit, 16-bit, RGBA|-q prepare --input $WORK/bombs --out $WORK/d-bombs|no"
-    "predict-bomb|predict, one RGBA 60000x60000 bomb|-q predict --device cpu --run $WORK/run --input $WORK/predict-bomb --out $WORK/p-bomb|no"
+    "prepare-clean|prepare, 40-patient synthetic tree|prepare --input $WORK/tree --out $WORK/d-clean|yes"
+    "prepare-bomb8|prepare, same tree + one 8-bit 60000x60000 bomb ($bomb_bytes bytes)|prepare --input $WORK/bomb8 --out $WORK/d-bomb8|yes"
+    "prepare-bombs|prepare, same tree + 60000x60000 bombs: 8-bit, 16-bit, RGBA|prepare --input $WORK/bombs --out $WORK/d-bombs|no"
+    "predict-bomb|predict, one RGBA 60000x60000 bomb|predict --device cpu --run $WORK/run --input $WORK/predict-bomb --out $WORK/p-bomb|no"
 )
 for side in $SIZES; do
     mp=$((side * side > 16777216 ? side * side : 16777216))
     baseline=$([[ $side -le 2048 ]] && echo yes || echo no)
-    cases+=("predict-$side|predict, one ${side}x${side} slice (width-4 U-Net)|-q predict --device cpu --run $WORK/run --input $WORK/slice-$side --out $WORK/p-$side --max-pixels $mp|$baseline")
+    cases+=("predict-$side|predict, one ${side}x${side} slice (width-4 U-Net)|predict --device cpu --run $WORK/run --input $WORK/slice-$side --out $WORK/p-$side --max-pixels $mp|$baseline")
 done
 
 for c in "${cases[@]}"; do

@@ -39,6 +39,12 @@ fn install_interrupt_handler() {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    // The closing summary line on stdout; `-q` leaves only errors (the results are in files).
+    let say = |line: String| {
+        if !cli.quiet {
+            println!("{line}");
+        }
+    };
     match &cli.command {
         Command::Synth(args) => {
             let report = lungseg::synth::run(&lungseg::synth::SynthConfig {
@@ -48,19 +54,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 odd_sizes: args.odd_sizes,
                 hu16: args.hu16,
             })?;
-            println!(
+            say(format!(
                 "synth: {} patients, {} nodules, {} slices, {} mask files in {}",
                 report.patients,
                 report.nodules,
                 report.slices,
                 report.mask_files,
                 args.out.display()
-            );
+            ));
         }
         Command::Prepare(args) => {
             let cfg = args.resolve(cli.quiet)?;
             let report = lungseg::prepare::run(&cfg)?;
-            println!("{}", report.summary());
+            say(report.summary());
         }
         Command::Split(args) => {
             let cfg = args.resolve()?;
@@ -68,25 +74,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             if let Some(w) = report.ratio_warning() {
                 tracing::warn!("{w}");
             }
-            println!("{}", report.summary());
+            say(report.summary());
         }
         Command::Report(args) => {
             let report = lungseg::report::run(&args.resolve())?;
-            println!("{}", report.summary());
+            say(report.summary());
         }
         Command::Train(args) => {
             let cfg = args.resolve(cli.quiet)?;
             install_interrupt_handler();
             let report = lungseg::train::run(&cfg)?;
-            println!("{}", report.summary());
+            say(report.summary());
         }
         Command::Eval(args) => {
             let report = lungseg::eval::run(&args.resolve(cli.quiet)?)?;
-            println!("{}", report.summary());
+            say(report.summary());
         }
         Command::Predict(args) => {
             let report = lungseg::predict::run(&args.resolve()?)?;
-            println!("{}", report.summary());
+            say(report.summary());
             if !report.failed.is_empty() {
                 return Err(lungseg::Error::Partial(format!(
                     "predict: {} of {} files failed",

@@ -1,11 +1,14 @@
 //! Counted nouns for the one-line summaries stages print ("1 shard", "2 shards").
 
-/// `n` and `noun`, with an `s` unless `n` is 1 (every noun the summaries count takes one).
+/// `n` and `noun`, in the plural unless `n` is 1: an `s`, or `ies` for a consonant and `y`
+/// ("entry", "entries"). Enough for the nouns the summaries count.
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
+        return format!("1 {noun}");
+    }
+    match noun.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
     }
 }
 
@@ -18,5 +21,7 @@ mod tests {
         assert_eq!(count(1, "shard"), "1 shard");
         assert_eq!(count(0, "shard"), "0 shards");
         assert_eq!(count(12, "run"), "12 runs");
+        assert_eq!(count(3, "rejected entry"), "3 rejected entries");
+        assert_eq!(count(2, "day"), "2 days");
     }
 }

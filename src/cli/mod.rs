@@ -38,7 +38,8 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
-    /// Only errors; no progress bars.
+    /// Only errors: no log lines, progress bars or closing summary (the results are in the
+    /// output files).
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// The stage to run.

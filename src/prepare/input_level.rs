@@ -4,6 +4,7 @@
 
 use crate::error::Error;
 use crate::prepare::walk::TreeWalk;
+use crate::wording::count;
 use std::path::{Path, PathBuf};
 
 /// Folder entries the guess looks at, at most: it stops at the first match, and this bounds it
@@ -13,10 +14,10 @@ const LOOK_BUDGET: usize = 20_000;
 /// The exit-2 error for an input tree without a single slice. `input` is canonical.
 pub fn no_slices(input: &Path, tree: &TreeWalk) -> Error {
     let found = format!(
-        "no slices found ({} patient folders, {} nodule folders with images/, {} rejected entries)",
-        tree.patients,
-        tree.nodules,
-        tree.rejects.len()
+        "no slices found ({}, {} with images/, {})",
+        count(tree.patients, "patient folder"),
+        count(tree.nodules, "nodule folder"),
+        count(tree.rejects.len(), "rejected entry")
     );
     let message = match guess(input) {
         Some((what, meant)) => format!(

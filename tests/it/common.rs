@@ -256,10 +256,9 @@ pub fn synth(out: &Path, patients: usize, seed: u64, extra: &[&str]) {
     lungseg(&args).ok();
 }
 
-/// Runs prepare quietly and expects success.
+/// Runs prepare and expects success.
 pub fn prepare(input: &Path, out: &Path, extra: &[&str]) -> Run {
     let mut args: Vec<String> = vec![
-        "-q".into(),
         "prepare".into(),
         "--input".into(),
         input.display().to_string(),
@@ -317,7 +316,7 @@ pub const TINY: &[&str] = &[
     "4",
 ];
 
-/// Runs `lungseg -q train` with [`TINY`] plus `extra` (later flags win where they repeat).
+/// Runs `lungseg train` with [`TINY`] plus `extra` (later flags win where they repeat).
 pub fn train_tiny(data: &Path, run: &Path, extra: &[&str]) -> Run {
     train_tiny_with_env(data, run, extra, &[])
 }
@@ -325,7 +324,6 @@ pub fn train_tiny(data: &Path, run: &Path, extra: &[&str]) -> Run {
 /// [`train_tiny`] with extra environment variables.
 pub fn train_tiny_with_env(data: &Path, run: &Path, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let mut args: Vec<String> = vec![
-        "-q".into(),
         "train".into(),
         "--data".into(),
         data.display().to_string(),
@@ -509,9 +507,9 @@ pub fn two_step_run(sb: &Sandbox) -> PathBuf {
     run
 }
 
-/// `lungseg -q predict --device cpu --run RUN --input INPUT --out OUT` plus `extra`.
+/// `lungseg predict --device cpu --run RUN --input INPUT --out OUT` plus `extra`.
 pub fn predict_args(run: &Path, input: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["-q", "predict", "--device", "cpu", "--run"]
+    let mut args: Vec<String> = ["predict", "--device", "cpu", "--run"]
         .iter()
         .map(|s| s.to_string())
         .collect();

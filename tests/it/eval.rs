@@ -27,7 +27,7 @@ fn trained(sb: &Sandbox) -> (PathBuf, PathBuf) {
 }
 
 fn eval(data: &Path, run: &Path, extra: &[&str]) -> Run {
-    let mut args: Vec<String> = ["-q", "eval", "--device", "cpu", "--data"]
+    let mut args: Vec<String> = ["eval", "--device", "cpu", "--data"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -40,7 +40,6 @@ fn eval(data: &Path, run: &Path, extra: &[&str]) -> Run {
 
 fn predict(run: &Path, input: &Path, out: &Path, extra: &[&str]) -> Run {
     let mut args: Vec<String> = vec![
-        "-q".into(),
         "predict".into(),
         "--device".into(),
         "cpu".into(),

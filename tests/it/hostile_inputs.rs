@@ -23,8 +23,7 @@ fn good_tree(tree: &Path, patients: &[&str]) {
 
 fn prepare_args(tree: &Path, data: &Path, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
-        "-q".to_string(),
-        "prepare".into(),
+        "prepare".to_string(),
         "--threads".into(),
         "2".into(),
         "--input".into(),

@@ -3,6 +3,7 @@
 mod common;
 mod eval;
 mod export;
+mod first_hour;
 mod hostile_inputs;
 mod predict_inputs;
 mod prepare;

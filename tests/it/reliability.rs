@@ -85,7 +85,7 @@ fn a_diverging_run_stops_with_exit_1_and_saves_no_weights() {
     let sb = Sandbox::new();
     let data = dataset(&sb, 4, 2, &[]);
     let run = sb.path("run");
-    let out = train_tiny(&data, &run, &[SHORT, &["--lr", "1e30"]].concat()).expect_code(1);
+    let out = train_tiny(&data, &run, &[SHORT, &["--lr", "1e30", "-q"]].concat()).expect_code(1);
     assert!(out.stderr.contains("diverged"), "{}", out.stderr);
     one_line(&out);
     for file in ["best.safetensors", "last.safetensors", "train_state.json"] {
@@ -188,7 +188,7 @@ fn stale_results_are_redone_or_refused_never_reported() {
     let data = dataset(&sb, 4, 2, &[]);
     let run = sb.path("run");
     let eval = |extra: &[&str]| {
-        let mut args = vec!["-q", "eval", "--data", data.to_str().unwrap()];
+        let mut args = vec!["eval", "--data", data.to_str().unwrap()];
         args.extend([
             "--run",
             run.to_str().unwrap(),

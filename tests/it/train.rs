@@ -88,8 +88,9 @@ fn resume_after_interruption_equals_an_uninterrupted_run() {
     args.push(data.display().to_string());
     args.extend(["--run".into(), part.display().to_string()]);
     args.extend(TINY.iter().chain(common.iter()).map(|s| s.to_string()));
-    let mut child = std::process::Command::new(bin())
+    let child = std::process::Command::new(bin())
         .args(&args)
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let epochs = part.join("epochs.parquet");
@@ -103,11 +104,15 @@ fn resume_after_interruption_equals_an_uninterrupted_run() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = child.wait().unwrap();
+    let interrupted = child.wait_with_output().unwrap();
+    let status = interrupted.status;
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(part.join("train_state.json")).unwrap()).unwrap();
     if status.code() == Some(130) {
         assert_eq!(state["finished"], false, "{state}");
+        // The interrupt message says how to go on.
+        let said = String::from_utf8_lossy(&interrupted.stderr);
+        assert!(said.contains("--resume"), "{said}");
         let again = train_tiny(&data, &part, &common).expect_code(2);
         assert!(again.stderr.contains("--resume"), "{}", again.stderr);
     }
