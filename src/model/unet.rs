@@ -470,6 +470,7 @@ pub fn trainable_vars(varmap: &VarMap) -> Vec<(String, Var)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ops::testing::rel_err;
     use candle_core::{DType, Device};
 
     fn build(base: usize) -> Result<(VarMap, UNet)> {
@@ -663,11 +664,7 @@ mod tests {
         let (x, y) = seeded_input(11, dims)?;
         let logits_ref = reference.forward_t(&x, true)?;
         let logits = other.forward_t(&x, true)?;
-        let fwd_err = (&logits - &logits_ref)?
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?
-            / logits_ref.abs()?.max_all()?.to_scalar::<f32>()?;
+        let fwd_err = rel_err(&logits, &logits_ref)?;
         let g_ref = soft_dice_loss(&logits_ref, &y)?.backward()?;
         let g = soft_dice_loss(&logits, &y)?.backward()?;
         let names = trainable_vars(&varmap);
@@ -743,8 +740,7 @@ mod tests {
         assert_eq!(stats.len(), 20);
         for name in stats {
             let (ra, rb) = (a[name].as_tensor(), b[name].as_tensor());
-            let err = (ra - rb)?.abs()?.max_all()?.to_scalar::<f32>()?
-                / ra.abs()?.max_all()?.to_scalar::<f32>()?;
+            let err = rel_err(rb, ra)?;
             assert!(err < 1e-5, "{name}: rel err {err}");
         }
         Ok(())
@@ -772,8 +768,7 @@ mod tests {
         let a = fused.forward_t(&x, false)?;
         assert!(!a.track_op(), "the eval forward recorded a backward node");
         let b = reference.forward_t(&x, false)?;
-        let err = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?
-            / b.abs()?.max_all()?.to_scalar::<f32>()?;
+        let err = rel_err(&a, &b)?;
         assert!(err < 1e-4, "eval forward rel err {err}");
         Ok(())
     }
