@@ -15,9 +15,14 @@ pub struct PredictArgs {
     /// A run directory written by `lungseg train`.
     #[arg(long, value_name = "RUN_DIR")]
     pub run: PathBuf,
-    /// A PNG file, or a directory whose *.png files are read (not recursively).
+    /// A PNG file (8- or 16-bit gray, as prepare reads), or a directory whose *.png files are
+    /// read; every other file there is named as skipped.
     #[arg(long, value_name = "PNG|DIR")]
     pub input: PathBuf,
+    /// Also read the *.png files of every subfolder of --input; outputs go to the same
+    /// subfolders under --out. Links to folders are not followed.
+    #[arg(long)]
+    pub recursive: bool,
     /// Where to write <stem>_mask.png, <stem>_overlay.png (and <stem>_prob.png).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -47,6 +52,7 @@ impl PredictArgs {
         let cfg = PredictConfig {
             run: self.run.clone(),
             input: self.input.clone(),
+            recursive: self.recursive,
             out: self.out.clone(),
             threshold: self.threshold.threshold,
             probabilities: self.probabilities,

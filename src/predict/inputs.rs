@@ -1,6 +1,7 @@
-//! What `predict` reads and where it may write: the input listing (regular PNG files only; any
-//! other entry named `*.png` becomes a per-file failure, never an open), and the check that no
-//! output name lands on an input file.
+//! What `predict` reads and where it may write: the input listing (regular PNG files; any other
+//! entry named `*.png` becomes a per-file failure, never an open; every other file is named as
+//! skipped, with the reason), optionally through subfolders, and the check that no output name
+//! lands on an input file.
 
 use crate::error::{Error, Result};
 use crate::pixels::file_bytes::file_kind;
@@ -12,14 +13,49 @@ use std::path::{Path, PathBuf};
 pub struct Input {
     /// As listed.
     pub path: PathBuf,
+    /// The folder, relative to `--input`, that holds it: its outputs go to the same folder
+    /// under `--out` (empty unless `--recursive` found it in a subfolder).
+    pub folder: PathBuf,
     /// Why it cannot be read (a FIFO, a device, a broken link), or `None` for a regular file.
     pub unusable: Option<String>,
 }
 
-/// The PNG files to read: the file itself, or a directory's `*.png` entries (not recursive),
-/// sorted. Entries that are not regular files (after following links) are listed with the
-/// reason, so that they are reported as failures while the others are processed.
-pub fn list_inputs(input: &Path) -> Result<Vec<Input>> {
+/// What a listing found: the PNG files to read, sorted, and every other entry with the reason
+/// it is not read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The PNG files.
+    pub files: Vec<Input>,
+    /// Entries that are not read, with why.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+fn is_png(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+}
+
+/// Why a file that is not a `.png` is not read.
+fn skip_reason(path: &Path) -> String {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("jpg" | "jpeg") => {
+            "a JPEG; predict reads PNG slices (8- or 16-bit gray), so convert it".into()
+        }
+        Some("dcm") | None => {
+            "not a .png file (DICOM is not read yet; export the slices as PNG)".into()
+        }
+        _ => "not a .png file".into(),
+    }
+}
+
+/// The PNG files to read: the file itself, or a directory's `*.png` entries, and with
+/// `recursive` those of every subfolder too (links to folders are not followed). Entries that
+/// are not regular files (after following links) are listed with the reason, so that they are
+/// reported as failures while the others are processed.
+pub fn list_inputs(input: &Path, recursive: bool) -> Result<Listing> {
     let meta = std::fs::metadata(input).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::input(input, "not found")
@@ -28,10 +64,14 @@ pub fn list_inputs(input: &Path) -> Result<Vec<Input>> {
         }
     })?;
     if meta.is_file() {
-        return Ok(vec![Input {
-            path: input.to_path_buf(),
-            unusable: None,
-        }]);
+        return Ok(Listing {
+            files: vec![Input {
+                path: input.to_path_buf(),
+                folder: PathBuf::new(),
+                unusable: None,
+            }],
+            skipped: Vec::new(),
+        });
     }
     if !meta.is_dir() {
         return Err(Error::input(
@@ -42,30 +82,61 @@ pub fn list_inputs(input: &Path) -> Result<Vec<Input>> {
             ),
         ));
     }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(input).map_err(|e| Error::io(input, e))? {
-        let path = entry.map_err(|e| Error::io(input, e))?.path();
-        let is_png = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-        if !is_png {
-            continue;
+    let mut listing = Listing::default();
+    let mut folders = vec![PathBuf::new()];
+    while let Some(folder) = folders.pop() {
+        let dir = input.join(&folder);
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir {
+                if recursive {
+                    folders.push(folder.join(entry.file_name()));
+                } else {
+                    listing
+                        .skipped
+                        .push((path, "a folder (--recursive reads subfolders)".into()));
+                }
+                continue;
+            }
+            if !is_png(&path) {
+                let reason = match std::fs::metadata(&path) {
+                    Ok(m) if m.is_dir() => "a link to a folder; not followed".into(),
+                    _ => skip_reason(&path),
+                };
+                listing.skipped.push((path, reason));
+                continue;
+            }
+            let unusable = match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => None,
+                Ok(m) => Some(format!(
+                    "{}, not a regular file; not read",
+                    file_kind(&m.file_type())
+                )),
+                Err(e) => Some(e.to_string()),
+            };
+            listing.files.push(Input {
+                path,
+                folder: folder.clone(),
+                unusable,
+            });
         }
-        let unusable = match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => None,
-            Ok(m) => Some(format!(
-                "{}, not a regular file; not read",
-                file_kind(&m.file_type())
-            )),
-            Err(e) => Some(e.to_string()),
+    }
+    listing.files.sort_by(|a, b| a.path.cmp(&b.path));
+    listing.skipped.sort();
+    if listing.files.is_empty() {
+        let hint = if recursive {
+            ""
+        } else {
+            " (--recursive reads subfolders)"
         };
-        files.push(Input { path, unusable });
+        return Err(Error::input(
+            input,
+            format!("no .png files in this directory{hint}"),
+        ));
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    if files.is_empty() {
-        return Err(Error::input(input, "no .png files in this directory"));
-    }
-    Ok(files)
+    Ok(listing)
 }
 
 /// Refuses to start when an output file (named by `outputs` from an input's stem) inside `out`
@@ -89,12 +160,12 @@ pub fn check_no_overwrite(
         .collect();
     for input in inputs {
         for name in outputs(&super::stem_of(&input.path)) {
-            let target = out_dir.join(&name);
+            let target = out_dir.join(&input.folder).join(&name);
             let real = std::fs::canonicalize(&target).unwrap_or_else(|_| target.clone());
             if let Some(victim) = by_real_path.get(&real) {
                 return Err(Error::Usage(format!(
                     "{}: the output for {} would overwrite the input {}; predict never writes over its input, so pass another --out",
-                    out.join(&name).display(),
+                    out.join(&input.folder).join(&name).display(),
                     input.path.display(),
                     victim.display()
                 )));
@@ -111,15 +182,16 @@ mod tests {
     #[test]
     fn lists_png_files_and_names_special_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let err = list_inputs(&dir.path().join("missing")).unwrap_err();
+        let err = list_inputs(&dir.path().join("missing"), false).unwrap_err();
         assert_eq!(err.exit_code(), 2);
-        let err = list_inputs(dir.path()).unwrap_err();
+        let err = list_inputs(dir.path(), false).unwrap_err();
         assert!(err.to_string().contains("no .png files"), "{err}");
         std::fs::write(dir.path().join("b.PNG"), b"x").unwrap();
         std::fs::write(dir.path().join("a.png"), b"x").unwrap();
         std::fs::write(dir.path().join("c.txt"), b"x").unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("z.png")).unwrap();
-        let files = list_inputs(dir.path()).unwrap();
+        let listing = list_inputs(dir.path(), false).unwrap();
+        let files = &listing.files;
         let got: Vec<(String, bool)> = files
             .iter()
             .map(|i| {
@@ -135,8 +207,61 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("character device"));
-        let err = list_inputs(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(listing.skipped.len(), 1);
+        assert!(listing.skipped[0].0.ends_with("c.txt"));
+        assert_eq!(listing.skipped[0].1, "not a .png file");
+        let err = list_inputs(Path::new("/dev/zero"), false).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn recursive_listing_keeps_each_file_s_folder_and_names_what_it_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("p1/n1")).unwrap();
+        std::fs::write(root.join("top.png"), b"x").unwrap();
+        std::fs::write(root.join("p1/n1/s.png"), b"x").unwrap();
+        std::fs::write(root.join("p1/scan.jpg"), b"x").unwrap();
+        std::os::unix::fs::symlink(root.join("p1"), root.join("loop")).unwrap();
+        let flat = list_inputs(root, false).unwrap();
+        assert_eq!(flat.files.len(), 1);
+        let reasons: Vec<&str> = flat.skipped.iter().map(|(_, r)| r.as_str()).collect();
+        assert!(
+            reasons.contains(&"a folder (--recursive reads subfolders)"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.contains(&"a link to a folder; not followed"),
+            "{reasons:?}"
+        );
+        let deep = list_inputs(root, true).unwrap();
+        let got: Vec<(PathBuf, PathBuf)> = deep
+            .files
+            .iter()
+            .map(|i| {
+                (
+                    i.path.strip_prefix(root).unwrap().to_path_buf(),
+                    i.folder.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (PathBuf::from("p1/n1/s.png"), PathBuf::from("p1/n1")),
+                (PathBuf::from("top.png"), PathBuf::new()),
+            ]
+        );
+        let jpeg = deep
+            .skipped
+            .iter()
+            .find(|(p, _)| p.ends_with("scan.jpg"))
+            .unwrap();
+        assert!(jpeg.1.contains("JPEG"), "{}", jpeg.1);
+        // Only a subfolder holds PNGs: without --recursive that is an error with the hint.
+        std::fs::remove_file(root.join("top.png")).unwrap();
+        let err = list_inputs(root, false).unwrap_err();
+        assert!(err.to_string().contains("--recursive"), "{err}");
     }
 
     #[test]
@@ -144,11 +269,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.png"), b"x").unwrap();
         let names = |stem: &str| vec![format!("{stem}_mask.png")];
-        let inputs = list_inputs(dir.path()).unwrap();
+        let inputs = list_inputs(dir.path(), false).unwrap().files;
         // Beside the input, under a new name: allowed.
         check_no_overwrite(&inputs, dir.path(), names).unwrap();
         std::fs::write(dir.path().join("a_mask.png"), b"x").unwrap();
-        let inputs = list_inputs(dir.path()).unwrap();
+        let inputs = list_inputs(dir.path(), false).unwrap().files;
         let err = check_no_overwrite(&inputs, dir.path(), names).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(

@@ -2,7 +2,9 @@
 //! 16-bit, read with the same intensity rules as `prepare`) and writes a 0/255 mask, a red
 //! overlay and optionally a 16-bit probability map per file.
 //!
-//! A file that cannot be read or decoded is reported (path first) and skipped; the others are
+//! With `--recursive` the PNGs of subfolders are read too, and their outputs go to the same
+//! subfolders under `--out`. Every other file in the folders is named as skipped, with why. A
+//! file that cannot be read or decoded is reported (path first) and skipped; the others are
 //! still processed. The report lists the failures; the binary then exits with 1. Only regular
 //! files are read, none past the size an image of `--max-pixels` can take, and PNGs declaring
 //! more pixels are refused before decoding; large slices run through the network in tiles, so
@@ -33,8 +35,10 @@ use std::path::{Path, PathBuf};
 pub struct PredictConfig {
     /// Run directory.
     pub run: PathBuf,
-    /// A PNG file, or a directory whose `*.png` files (not recursive) are read.
+    /// A PNG file, or a directory whose `*.png` files are read.
     pub input: PathBuf,
+    /// Read the `*.png` files of `input`'s subfolders too; outputs mirror the folders.
+    pub recursive: bool,
     /// Output directory (created).
     pub out: PathBuf,
     /// Threshold; `None` takes the run's.
@@ -80,6 +84,8 @@ pub struct PredictReport {
     pub written: Vec<PathBuf>,
     /// Inputs that failed, with the error (path first).
     pub failed: Vec<(PathBuf, String)>,
+    /// Entries of the input folder that were not read, with why (each also logged).
+    pub skipped: Vec<(PathBuf, String)>,
     /// The threshold used.
     pub threshold: f64,
     /// The output directory.
@@ -98,6 +104,12 @@ impl PredictReport {
         );
         if !self.failed.is_empty() {
             line.push_str(&format!("; {} failed", self.failed.len()));
+        }
+        if !self.skipped.is_empty() {
+            line.push_str(&format!(
+                "; {} skipped (not PNG files; each named above)",
+                self.skipped.len()
+            ));
         }
         line
     }
@@ -120,18 +132,25 @@ pub fn run(cfg: &PredictConfig) -> Result<PredictReport> {
     let model = LoadedModel::load(&run_dir, cfg.checkpoint, cfg.device)?;
     let threshold = cfg.threshold.unwrap_or(model.threshold());
     let lut = IntensityLut::new(&intensity_rules(&run_dir)?);
-    let inputs = list_inputs(&cfg.input)?;
-    check_no_overwrite(&inputs, &cfg.out, |stem| cfg.outputs(stem))?;
+    let listing = list_inputs(&cfg.input, cfg.recursive)?;
+    check_no_overwrite(&listing.files, &cfg.out, |stem| cfg.outputs(stem))?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    for (path, why) in &listing.skipped {
+        tracing::warn!("{}: skipped: {why}", path.display());
+    }
     let mut report = PredictReport {
         threshold,
         out: cfg.out.clone(),
+        skipped: listing.skipped,
         ..PredictReport::default()
     };
-    for input in inputs {
+    for input in listing.files {
+        let out = cfg.out.join(&input.folder);
         let outcome = match input.unusable {
             Some(why) => Err(Error::input(&input.path, why)),
-            None => predict_one(&model, &lut, &input.path, cfg, threshold),
+            None => std::fs::create_dir_all(&out)
+                .map_err(|e| Error::io(&out, e))
+                .and_then(|()| predict_one(&model, &lut, &input.path, &out, cfg, threshold)),
         };
         match outcome {
             Ok(()) => report.written.push(input.path),
@@ -179,10 +198,12 @@ fn read_slice(
     Ok((lut.map(plane.samples), (plane.height, plane.width)))
 }
 
+/// Writes the outputs of the slice at `path` into the folder `out`.
 fn predict_one(
     model: &LoadedModel,
     lut: &IntensityLut,
     path: &Path,
+    out: &Path,
     cfg: &PredictConfig,
     threshold: f64,
 ) -> Result<()> {
@@ -191,20 +212,15 @@ fn predict_one(
     let t = threshold as f32;
     let row = |y: usize| y * w..(y + 1) * w;
     let names = cfg.outputs(&stem_of(path));
-    write_png_rows(
-        &cfg.out.join(&names[0]),
-        (w, h),
-        RowFormat::Gray8,
-        |y, out| {
-            for (o, &p) in out.iter_mut().zip(&probs[row(y)]) {
-                *o = if p > t { 255 } else { 0 };
-            }
-        },
-    )?;
+    write_png_rows(&out.join(&names[0]), (w, h), RowFormat::Gray8, |y, out| {
+        for (o, &p) in out.iter_mut().zip(&probs[row(y)]) {
+            *o = if p > t { 255 } else { 0 };
+        }
+    })?;
     // The overlay is rendered one slice row at a time (SCALE output rows each).
     let mut rendered: Option<(usize, image::RgbImage)> = None;
     let size = (w * SCALE, h * SCALE);
-    write_png_rows(&cfg.out.join(&names[1]), size, RowFormat::Rgb8, |y, out| {
+    write_png_rows(&out.join(&names[1]), size, RowFormat::Rgb8, |y, out| {
         let src = y / SCALE;
         if rendered.as_ref().is_none_or(|(at, _)| *at != src) {
             let pred: Vec<bool> = probs[row(src)].iter().map(|&p| p > t).collect();
@@ -217,16 +233,11 @@ fn predict_one(
         }
     })?;
     if let Some(prob_name) = names.get(2) {
-        write_png_rows(
-            &cfg.out.join(prob_name),
-            (w, h),
-            RowFormat::Gray16,
-            |y, out| {
-                for (o, &p) in out.chunks_exact_mut(2).zip(&probs[row(y)]) {
-                    o.copy_from_slice(&probability_sample(p).to_be_bytes());
-                }
-            },
-        )?;
+        write_png_rows(&out.join(prob_name), (w, h), RowFormat::Gray16, |y, out| {
+            for (o, &p) in out.chunks_exact_mut(2).zip(&probs[row(y)]) {
+                o.copy_from_slice(&probability_sample(p).to_be_bytes());
+            }
+        })?;
     }
     Ok(())
 }

@@ -105,3 +105,35 @@ fn a_large_slice_runs_in_tiles_of_bounded_memory_and_the_next_file_follows() {
         limited.max_rss_kib >> 10
     );
 }
+
+/// A folder tree as a user has it: slices in subfolders, 8- and 16-bit PNGs, a JPEG and notes
+/// beside them. `--recursive` reads every PNG and mirrors the folders under `--out`; every other
+/// file is named as skipped, with why; without it the subfolders are named as skipped too.
+#[test]
+fn recursive_predict_mirrors_folders_and_names_every_skipped_file() {
+    let sb = Sandbox::new();
+    let run = two_step_run(&sb);
+    let input = sb.path("cases");
+    write_gray8(&input.join("p1/a.png"), 16, 12, vec![90; 192]);
+    write_gray16(&input.join("p2/n1/b.png"), 20, 12, vec![1024; 240]);
+    std::fs::write(input.join("p2/scan.jpg"), b"\xff\xd8\xff").unwrap();
+    std::fs::write(input.join("notes.txt"), b"x").unwrap();
+    let out = sb.path("out");
+    let r = lungseg(predict_args(&run, &input, &out, &["--recursive"])).ok();
+    assert!(r.stdout.contains("2 of 2 files written"), "{}", r.stdout);
+    assert!(r.stdout.contains("2 skipped"), "{}", r.stdout);
+    for file in ["p1/a_mask.png", "p1/a_overlay.png", "p2/n1/b_mask.png"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    for (name, why) in [("scan.jpg", "a JPEG"), ("notes.txt", "not a .png file")] {
+        let line = r.stderr.lines().find(|l| l.contains(name));
+        assert!(
+            line.is_some_and(|l| l.contains(why)),
+            "{name}: {why:?} not said in\n{}",
+            r.stderr
+        );
+    }
+    // Without --recursive: no PNG at the top, so an error that names the flag.
+    let flat = lungseg(predict_args(&run, &input, &sb.path("flat"), &[])).expect_code(2);
+    assert!(flat.stderr.contains("--recursive"), "{}", flat.stderr);
+}
