@@ -363,6 +363,14 @@ print("""- **prepare** is CPU-bound on both cores: ~0.33 CPU-seconds for 2,114 s
   differ by up to 6.3e-3, and two candle-only variants (the reference, and the reference with
   its convolution backward computed differently) differed as much (6.8e-3); freezing the conv
   biases in front of the BatchNorms (true gradient zero) did not shrink the gap.
+- **Deleted after losing a measurement** (the code is gone, the figures stay): before the fused
+  kernels, lungseg's CPU conv backward (`src/model/fast_conv.rs`: im2col input gradient,
+  shift-gemm weight gradient, 1.6x faster than candle's backward) trained with candle's forward;
+  the direct kernels above replaced it whole. Of its three weight-gradient algorithms, measured
+  on a `B=8, 96->32, 128x128, k=3` layer at 2 threads, candle's formula
+  (`conv2d(x^T, grad_y^T)^T`) took 1.1 s, an explicit im2col matrix times `grad_y` 4.0 s
+  (building the matrix from padded, shifted views dominated) and shift-gemm 0.54 s; the two
+  losers were deleted first, then fast_conv itself with the fused kernels.
 - Timings on this shared 2-core VM vary by +-15% from run to run; hence the interleaved rounds and
   medians for prepare. Streaming and prepare figures depend on the page cache; the script warms it.
 """)

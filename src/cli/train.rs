@@ -99,6 +99,12 @@ pub struct TrainArgs {
     /// Cap on training steps per epoch (0 = none).
     #[arg(long, value_name = "N")]
     pub max_steps_per_epoch: Option<usize>,
+    /// Before each validation, replace the batch-norm running averages by the statistics of N
+    /// training batches under the current weights (at most one epoch's steps), so validation
+    /// and the saved checkpoints use statistics that fit the weights; 0 keeps PyTorch's (and
+    /// the notebook's) running averages.
+    #[arg(long, value_name = "N")]
+    pub bn_refresh_batches: Option<usize>,
 }
 
 fn parse_monitor(s: &str) -> std::result::Result<Monitor, String> {
@@ -140,7 +146,8 @@ impl TrainArgs {
             shuffle_buffer,
             queue_capacity,
             val_batch_size,
-            max_steps_per_epoch
+            max_steps_per_epoch,
+            bn_refresh_batches
         );
         if let Some(t) = self.threshold.threshold {
             s.threshold = t;

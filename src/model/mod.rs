@@ -3,6 +3,7 @@
 //! reference compositions stay selectable (`ConvImpl`).
 
 pub mod bilinear;
+pub mod bn_stats;
 pub mod cpu;
 pub mod init;
 pub mod kernels;

@@ -163,11 +163,14 @@ pub struct DoubleConv {
     bn2: BatchNorm,
 }
 
+/// The running statistics' momentum, PyTorch's default: `running ← 0.9·running + 0.1·batch`.
+pub const BN_MOMENTUM: f64 = 0.1;
+
 /// PyTorch `BatchNorm2d` defaults.
 fn bn_config() -> BatchNormConfig {
     BatchNormConfig {
         eps: 1e-5,
-        momentum: 0.1,
+        momentum: BN_MOMENTUM,
         affine: true,
         remove_mean: true,
     }

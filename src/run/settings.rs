@@ -59,6 +59,11 @@ pub struct TrainSettings {
     pub val_batch_size: usize,
     /// Cap on steps per epoch (0 = none).
     pub max_steps_per_epoch: usize,
+    /// Training batches whose statistics replace the batch-norm running averages before each
+    /// validation (at most one epoch's steps); 0 keeps PyTorch's running averages. Runs
+    /// recorded before this setting existed read as 0.
+    #[serde(default)]
+    pub bn_refresh_batches: usize,
 }
 
 impl TrainSettings {
@@ -82,6 +87,12 @@ impl TrainSettings {
         count(
             "--max-steps-per-epoch",
             self.max_steps_per_epoch,
+            0,
+            MAX_STEPS,
+        )?;
+        count(
+            "--bn-refresh-batches",
+            self.bn_refresh_batches,
             0,
             MAX_STEPS,
         )?;

@@ -8,6 +8,7 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::layout::DataDir;
 use crate::metrics::confusion::{ConfusionCounts, EpochAccumulator, EpochScores};
+use crate::model::bn_stats::refresh_running_stats;
 use crate::model::optim::Adam;
 use crate::model::UNet;
 use crate::rng::SplitMix64;
@@ -15,6 +16,7 @@ use crate::run::settings::{TrainConfig, TrainSettings};
 use crate::train::state::TrainState;
 use crate::train::INTERRUPTED;
 use candle_core::{Device, ModuleT};
+use candle_nn::VarMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -186,6 +188,54 @@ impl EpochContext<'_> {
         opt.backward_step(&loss)
             .map_err(|e| Error::tensor(format!("epoch {epoch} step {step}: backward"), e))?;
         Ok(value)
+    }
+
+    /// Replaces the batch-norm running averages by the statistics of `bn_refresh_batches`
+    /// training batches (at most one epoch's steps) under the weights `epoch` ended with, drawn
+    /// in an order of their own (so the training stream is untouched). Returns the batches used.
+    pub fn refresh_batch_norm(&self, epoch: usize, varmap: &VarMap) -> Result<usize> {
+        let s = self.settings();
+        let batches = s.bn_refresh_batches.min(self.steps());
+        if batches == 0 {
+            return Ok(0);
+        }
+        let order = Order::Shuffled {
+            seed: SplitMix64::derive(s.seed, "bn-refresh").next_u64(),
+            epoch: epoch as u64,
+            buffer: s.shuffle_buffer,
+        };
+        let sampler = PatchSampler {
+            patch: s.patch,
+            fg_crop: s.fg_crop,
+            flips: s.flips,
+        };
+        let mut rng = SplitMix64::derive(s.seed, &format!("bn-refresh-patches-{epoch}"));
+        let stream = self.stream(self.train_index, order)?;
+        let mut failure = None;
+        let inputs = Batcher::new(stream)
+            .batch_size(s.batch_size)
+            .take(batches)
+            .map_while(|batch| match batch {
+                Ok(samples) => Some(
+                    PatchBatch::from_samples(&samples, &sampler, &mut rng)
+                        .to_tensors(self.device)
+                        .map(|(x, _)| x),
+                ),
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+            });
+        let used = refresh_running_stats(self.model, varmap, inputs).map_err(|e| {
+            Error::tensor(
+                format!("epoch {epoch}: refreshing batch-norm statistics"),
+                e,
+            )
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(used),
+        }
     }
 
     /// The validation pass over whole slices at native size, pooled over every pixel.

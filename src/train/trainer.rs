@@ -208,6 +208,7 @@ impl<'a> Trainer<'a> {
                 "epoch {epoch}: `{name}` holds a NaN or an infinity; the run diverged (try a lower --lr); nothing of this epoch was saved"
             )));
         }
+        ctx.refresh_batch_norm(epoch, &self.varmap)?;
         let validation = ctx.validate()?;
         let decision = self.state.stopping.step(epoch, &validation.scores);
         let mut save = Save::begin(&self.run_dir, &self.state);
