@@ -27,6 +27,7 @@ Usage:
     python3 scripts/steadiness.py run --data DATA --out OUT [--seeds 1,2,3]
         [--torch-seeds 0,1,2] [--lungseg PATH] [--epochs 25] [--base 8] [--lr 3e-3]
         [--batch 8] [--patch 128] [--threshold 0.35] [--threads 2] [--only lungseg|torch]
+        [--bn-refresh-batches N]
     python3 scripts/steadiness.py table OUT [--from 5] [--last 25]
         (or: table --lungseg RUN_DIR... --torch CSV...)
     python3 scripts/steadiness.py order --data DATA [--tail 20] [--epochs 5] [--seed 1]
@@ -60,6 +61,8 @@ def cmd_run(a):
                    str(a.batch), "--max-epochs", str(a.epochs), "--patience", str(a.epochs),
                    "--patch", str(a.patch), "--fg-crop", "0", "--flips", "false",
                    "--threshold", str(a.threshold), "--seed", str(s)]
+            if a.bn_refresh_batches is not None:
+                cmd += ["--bn-refresh-batches", str(a.bn_refresh_batches)]
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
     if a.only in (None, "torch"):
@@ -210,6 +213,9 @@ def main():
     r.add_argument("--threshold", type=float, default=0.35)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--only", choices=["lungseg", "torch"])
+    r.add_argument("--bn-refresh-batches", type=int,
+                   help="lungseg's batch-norm refresh (default: pipeline/train.toml's; 0 = "
+                        "PyTorch's running averages)")
     t = sub.add_parser("table")
     t.add_argument("dir", nargs="?")
     t.add_argument("--lungseg", nargs="*")
