@@ -4,6 +4,7 @@
 use crate::metrics::sweep::SweepRow;
 use crate::report::runs::RunSummary;
 use crate::run::eval_summary::EvalSummary;
+use crate::wording::count;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
@@ -44,8 +45,8 @@ pub fn render(runs: &Path, out: &Path, pages: &[RunPage], broken: &[BrokenRun]) 
     let mut md = String::from("# lungseg report\n\n");
     let _ = writeln!(
         md,
-        "{} runs under `{}`. Best epoch is the epoch training kept (by its monitor, recall-weighted F2 by default); its validation scores are pooled over every validation pixel.\n",
-        pages.len() + broken.len(),
+        "{} under `{}`. Best epoch is the epoch training kept (by its monitor, recall-weighted F2 by default); its validation scores are pooled over every validation pixel.\n",
+        count(pages.len() + broken.len(), "run"),
         runs.display()
     );
     runs_table(&mut md, pages, broken);

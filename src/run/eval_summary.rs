@@ -110,11 +110,15 @@ pub struct EvalSummary {
 impl EvalSummary {
     /// The one-line summary printed by the command.
     pub fn line(&self) -> String {
-        let target = self
-            .threshold_at_target_recall
-            .map_or_else(|| "none".to_string(), |t| format!("{t:.2}"));
+        let target = match self.threshold_at_target_recall {
+            Some(t) => format!(
+                "recall >= {} at thresholds up to {t:.2}",
+                self.target_recall
+            ),
+            None => format!("no swept threshold reaches recall {}", self.target_recall),
+        };
         format!(
-            "{} slices of {} at threshold {} ({} checkpoint): recall {:.3}, precision {:.3}, Dice {:.3}, mean slice Dice {:.3}; lesion recall {:.3} ({}/{}), nodule recall {:.3} ({}/{}), {:.2} FP components/slice; recall >= {} up to threshold {target}; {} overlays; {:.1} s",
+            "{} slices of {} at threshold {} ({} checkpoint): recall {:.3}, precision {:.3}, Dice {:.3}, mean slice Dice {:.3}; lesion recall {:.3} ({}/{}), nodule recall {:.3} ({}/{}), {:.2} FP components/slice; {target}; {} overlays; {:.1} s",
             self.slices,
             self.split,
             self.threshold,
@@ -130,7 +134,6 @@ impl EvalSummary {
             self.nodules_detected,
             self.nodules,
             self.fp_components_per_slice,
-            self.target_recall,
             self.overlays.len(),
             self.seconds
         )

@@ -321,6 +321,8 @@ fn a_mis_shaped_checkpoint_is_one_line_even_with_backtraces_on() {
     let mut state: serde_json::Value = serde_json::from_slice(&bytes(&state_path)).unwrap();
     state["finished"] = serde_json::Value::Bool(false);
     state["next_epoch"] = serde_json::json!(2);
+    // A state as epoch 1 left it, whichever epoch the run kept: its best epoch is 1.
+    state["stopping"]["best"]["best_epoch"] = serde_json::json!(1);
     std::fs::write(&state_path, state.to_string()).unwrap();
     let resume: Vec<&str> = SHORT.iter().copied().chain(["--resume"]).collect();
     let out = train_tiny(&data, &run, &resume).expect_code(2);
