@@ -97,36 +97,19 @@ fn a_partial_config_overrides_only_its_keys() {
     let sb = Sandbox::new();
     let data = dataset(&sb, 4, 2, &[]);
     let config = sb.path("mine.toml");
-    std::fs::write(&config, "lr = 3e-3\n").unwrap();
+    std::fs::write(&config, "min_precision = 0.2\n").unwrap();
     let run = sb.path("run");
-    lungseg([
-        "-q",
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--base-channels",
-        "4",
-        "--patch",
-        "32",
-        "--max-epochs",
-        "1",
-        "--max-steps-per-epoch",
-        "1",
-        "--config",
-        config.to_str().unwrap(),
-    ])
-    .ok();
+    let one_step = ["--max-epochs", "1", "--max-steps-per-epoch", "1"];
+    let mine = ["--config", config.to_str().unwrap()];
+    train_tiny(&data, &run, &[&one_step[..], &mine].concat()).ok();
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     let s = &saved["config"]["settings"];
-    assert_eq!(s["lr"], 3e-3, "{saved}");
-    // Everything else keeps pipeline/train.toml's defaults.
-    assert_eq!(s["batch_size"], 8, "{saved}");
+    assert_eq!(s["min_precision"], 0.2, "{saved}");
+    // Everything else keeps pipeline/train.toml's defaults (or the flags given).
+    assert_eq!(s["val_batch_size"], 8, "{saved}");
     assert_eq!(s["threshold"], 0.35, "{saved}");
+    assert_eq!(s["lr"], 3e-3, "{saved}");
     // A TOML error keeps its line breaks: the line, the caret and the message.
     std::fs::write(&config, "lr = = 3\n").unwrap();
     let bad = lungseg([
@@ -222,25 +205,11 @@ fn a_large_model_falling_back_to_the_cpu_warns_with_the_projected_time() {
     }
     let sb = Sandbox::new();
     let data = dataset(&sb, 4, 2, &[]);
+    // Later flags win: TINY's `--device cpu` becomes auto.
     let train = |width: &str, run: &str| {
-        lungseg([
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--run",
-            sb.path(run).to_str().unwrap(),
-            "--device",
-            "auto",
-            "--base-channels",
-            width,
-            "--patch",
-            "32",
-            "--max-epochs",
-            "1",
-            "--max-steps-per-epoch",
-            "1",
-        ])
-        .ok()
+        let args = ["--device", "auto", "--base-channels", width];
+        let one_step = ["--max-epochs", "1", "--max-steps-per-epoch", "1"];
+        train_tiny(&data, &sb.path(run), &[&args[..], &one_step].concat()).ok()
     };
     let large = train("32", "large");
     assert!(
