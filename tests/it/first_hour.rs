@@ -138,16 +138,7 @@ fn a_gpu_device_on_a_cpu_build_names_the_build_fix_and_leaves_no_run_directory()
     let sb = Sandbox::new();
     let data = dataset(&sb, 4, 2, &[]);
     let run = sb.path("run");
-    let r = lungseg([
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-        "--device",
-        "cuda:1",
-    ])
-    .expect_code(2);
+    let r = train_tiny(&data, &run, &["--device", "cuda:1"]).expect_code(2);
     assert!(
         r.stderr.contains("make train FEATURES=cuda"),
         "{}",
