@@ -31,19 +31,17 @@ where
         v.set(&v.as_tensor().zeros_like()?)?;
     }
     let mut used = 0usize;
-    for x in batches {
-        let x = match x {
-            Ok(x) => x,
-            Err(e) => {
-                // Leave the network as it was found.
-                for (v, old) in stats.iter().zip(&saved) {
-                    v.set(old)?;
-                }
-                return Err(e);
-            }
-        };
-        model.forward_t(&x, true)?;
+    let passes = batches.try_for_each(|x| {
+        model.forward_t(&x?, true)?;
         used += 1;
+        Ok(())
+    });
+    if let Err(e) = passes {
+        // Leave the network as it was found.
+        for (v, old) in stats.iter().zip(&saved) {
+            v.set(old)?;
+        }
+        return Err(e);
     }
     let weight = 1.0 - (1.0 - BN_MOMENTUM).powi(used as i32);
     for v in &stats {
