@@ -4,6 +4,7 @@
 pub mod commit;
 pub mod early_stop;
 pub mod epoch;
+pub mod last;
 pub mod log;
 pub mod report;
 pub mod start;
