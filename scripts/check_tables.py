@@ -26,6 +26,7 @@ TABLES = [
     ("epochs.parquet", "epochs"),
     ("eval/per_slice.parquet", "per_slice"),
     ("eval/thresholds.parquet", "thresholds"),
+    ("nodules.parquet", "nodules"),
 ]
 
 ARROW = {
@@ -48,6 +49,19 @@ POLARS = {
 }
 
 
+def arrow_types(name: str) -> set:
+    """The pyarrow types a contract type may be read as; `List<T>` lists of those."""
+    if name.startswith("List<"):
+        return {f(t) for t in arrow_types(name[5:-1]) for f in (pa.list_, pa.large_list)}
+    return ARROW[name]
+
+
+def polars_type(name: str):
+    if name.startswith("List<"):
+        return pl.List(polars_type(name[5:-1]))
+    return POLARS[name]
+
+
 def check(path: pathlib.Path, contract: str) -> int:
     spec = json.loads((SCHEMAS / f"{contract}.json").read_text())
     cols = spec["columns"]
@@ -56,7 +70,7 @@ def check(path: pathlib.Path, contract: str) -> int:
     if table.schema.names != names:
         raise SystemExit(f"{path}: pyarrow columns {table.schema.names} != contract {names}")
     for c, field in zip(cols, table.schema):
-        if field.type not in ARROW[c["type"]]:
+        if field.type not in arrow_types(c["type"]):
             raise SystemExit(f"{path}: column {c['name']} is {field.type}, contract says {c['type']}")
         if not c["nullable"] and table.column(c["name"]).null_count:
             raise SystemExit(f"{path}: column {c['name']} has nulls but is not nullable")
@@ -64,7 +78,7 @@ def check(path: pathlib.Path, contract: str) -> int:
     if df.columns != names:
         raise SystemExit(f"{path}: polars columns {df.columns} != contract {names}")
     for c in cols:
-        if df.schema[c["name"]] != POLARS[c["type"]]:
+        if df.schema[c["name"]] != polars_type(c["type"]):
             raise SystemExit(f"{path}: polars reads {c['name']} as {df.schema[c['name']]}, contract says {c['type']}")
     if df.height != table.num_rows:
         raise SystemExit(f"{path}: polars and pyarrow disagree on rows")

@@ -44,6 +44,12 @@ impl DataDir {
         self.root.join("rejects.parquet")
     }
 
+    /// `nodules.parquet`: one row per nodule (a cluster of readers' outlines) of a TCIA source;
+    /// absent for the PNG slice tree.
+    pub fn nodules(&self) -> PathBuf {
+        self.root.join("nodules.parquet")
+    }
+
     /// `prepare.json`: the resolved config and counts, written last.
     pub fn prepare_record(&self) -> PathBuf {
         self.root.join("prepare.json")
@@ -75,6 +81,7 @@ impl DataDir {
             self.shards_dir(),
             self.manifest(),
             self.rejects(),
+            self.nodules(),
             self.prepare_record(),
         ]
     }

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use lungseg::cli::{Cli, Command};
+use lungseg::wording::count;
 use std::process::ExitCode;
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -53,15 +54,28 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 seed: args.seed,
                 odd_sizes: args.odd_sizes,
                 hu16: args.hu16,
+                format: args.format,
+                tcia_slices: args.slices,
+                tcia_size: args.size,
             })?;
-            say(format!(
-                "synth: {} patients, {} nodules, {} slices, {} mask files in {}",
-                report.patients,
-                report.nodules,
-                report.slices,
-                report.mask_files,
-                args.out.display()
-            ));
+            say(match args.format {
+                lungseg::synth::SynthFormat::Slices => format!(
+                    "synth: {}, {}, {}, {} in {}",
+                    count(report.patients, "patient"),
+                    count(report.nodules, "nodule"),
+                    count(report.slices, "slice"),
+                    count(report.mask_files, "mask file"),
+                    args.out.display()
+                ),
+                lungseg::synth::SynthFormat::Tcia => format!(
+                    "synth: {}, {}, {}, {} in {} (TCIA layout; prepare it with --source tcia)",
+                    count(report.patients, "patient"),
+                    count(report.series, "CT series"),
+                    count(report.slices, "DICOM slice"),
+                    count(report.nodules, "nodule"),
+                    args.out.display()
+                ),
+            });
         }
         Command::Prepare(args) => {
             let cfg = args.resolve(cli.quiet)?;

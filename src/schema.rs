@@ -12,7 +12,8 @@ use std::sync::Arc;
 pub struct ColumnSpec {
     /// Column name.
     pub name: String,
-    /// Logical type: Utf8, Binary, Int32, Int64, Float32, Float64 or Boolean.
+    /// Logical type: Utf8, Binary, Int32, Int64, Float32, Float64, Boolean, or `List<T>` of one
+    /// of those (nullable items).
     #[serde(rename = "type")]
     pub data_type: String,
     /// Whether nulls are allowed.
@@ -52,11 +53,13 @@ pub enum Table {
     PerSlice,
     /// `eval/thresholds.parquet`.
     Thresholds,
+    /// `nodules.parquet` (TCIA source).
+    Nodules,
 }
 
 impl Table {
     /// Every table, in pipeline order.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Slices,
         Table::Manifest,
         Table::Rejects,
@@ -65,6 +68,7 @@ impl Table {
         Table::Epochs,
         Table::PerSlice,
         Table::Thresholds,
+        Table::Nodules,
     ];
 
     /// The contract's name: the stem of `schemas/<name>.json`.
@@ -78,6 +82,7 @@ impl Table {
             Table::Epochs => "epochs",
             Table::PerSlice => "per_slice",
             Table::Thresholds => "thresholds",
+            Table::Nodules => "nodules",
         }
     }
 
@@ -92,6 +97,7 @@ impl Table {
             Table::Epochs => include_str!("../schemas/epochs.json"),
             Table::PerSlice => include_str!("../schemas/per_slice.json"),
             Table::Thresholds => include_str!("../schemas/thresholds.json"),
+            Table::Nodules => include_str!("../schemas/nodules.json"),
         }
     }
 
@@ -104,6 +110,12 @@ impl Table {
 }
 
 fn arrow_type(name: &str) -> Option<DataType> {
+    if let Some(item) = name.strip_prefix("List<").and_then(|n| n.strip_suffix('>')) {
+        return Some(DataType::List(Arc::new(Field::new_list_field(
+            arrow_type(item)?,
+            true,
+        ))));
+    }
     Some(match name {
         "Utf8" => DataType::Utf8,
         "Binary" => DataType::Binary,
@@ -160,6 +172,9 @@ impl TableSpec {
             let same_type = match (want.data_type(), got.data_type()) {
                 (DataType::Utf8, DataType::LargeUtf8 | DataType::Utf8View) => true,
                 (DataType::Binary, DataType::LargeBinary | DataType::BinaryView) => true,
+                (DataType::List(a), DataType::List(b) | DataType::LargeList(b)) => {
+                    a.data_type() == b.data_type()
+                }
                 (a, b) => a == b,
             };
             if !same_type {

@@ -3,8 +3,8 @@
 /// `n` and `noun`, in the plural unless `n` is 1: an `s`, or `ies` for a consonant and `y`
 /// ("entry", "entries"). Enough for the nouns the summaries count.
 pub fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        return format!("1 {noun}");
+    if n == 1 || noun.ends_with("series") {
+        return format!("{n} {noun}");
     }
     match noun.strip_suffix('y') {
         Some(stem) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{n} {stem}ies"),
@@ -15,6 +15,12 @@ pub fn count(n: usize, noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_is_its_own_plural() {
+        assert_eq!(count(2, "CT series"), "2 CT series");
+        assert_eq!(count(1, "series"), "1 series");
+    }
 
     #[test]
     fn one_is_singular_and_every_other_count_plural() {

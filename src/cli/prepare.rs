@@ -1,7 +1,7 @@
 //! `lungseg prepare` arguments.
 
 use crate::config::{load_stage, Stage};
-use crate::data::prepare_record::{PrepareConfig, PrepareSettings};
+use crate::data::prepare_record::{PrepareConfig, PrepareSettings, Source};
 use crate::data::shards::ImageCompression;
 use crate::error::Result;
 use crate::pixels::intensity::WindowMode;
@@ -11,10 +11,27 @@ use std::path::PathBuf;
 /// `lungseg prepare`.
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
-    /// The LIDC tree: <patient>/<nodule>/images/*.png with mask-0..mask-3/<same name>. Never
-    /// written to.
+    /// The LIDC tree: <patient>/<nodule>/images/*.png with mask-0..mask-3/<same name>, or with
+    /// --source tcia the TCIA download (LIDC-IDRI-NNNN/<study>/<series>/*.dcm with each series'
+    /// XML reading). Never written to.
     #[arg(long, value_name = "LIDC_ROOT")]
     pub input: PathBuf,
+    /// What --input holds: slices (the Kaggle PNG slice tree) or tcia (the original DICOM CT
+    /// series and the readers' XML, turned into 128x128 crops around each nodule)
+    /// [default: slices].
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    pub source: Option<Source>,
+    /// With --source tcia: a folder holding the readers' XML files apart from the DICOM tree
+    /// (the XML-only download, tcia-lidc-xml/<site>/NNN.xml); searched as well as --input.
+    #[arg(long, value_name = "DIR")]
+    pub xml_root: Option<PathBuf>,
+    /// With --source tcia: keep whole slices (e.g. 512x512) instead of crops around each nodule.
+    #[arg(long)]
+    pub full_slices: bool,
+    /// With --source tcia: the crops' size in pixels, centred on each nodule and padded with air
+    /// (-1024 HU) beyond the slice [default: 128, the Kaggle slices' size].
+    #[arg(long, value_name = "N")]
+    pub crop_size: Option<usize>,
     /// The data directory to write (shards/, manifest.parquet, rejects.parquet, prepare.json).
     #[arg(long, value_name = "DATA_DIR")]
     pub out: PathBuf,
@@ -73,9 +90,20 @@ impl PrepareArgs {
         s.hu_offset = self.hu_offset.unwrap_or(s.hu_offset);
         s.image_compression = self.image_compression.unwrap_or(s.image_compression);
         s.max_pixels = self.max_pixels.unwrap_or(s.max_pixels);
+        s.source = self.source.unwrap_or(s.source);
+        s.crop_size = self.crop_size.unwrap_or(s.crop_size);
+        if self.full_slices {
+            s.full_slices = true;
+        }
+        if s.source != Source::Tcia && (self.xml_root.is_some() || s.full_slices) {
+            return Err(crate::error::Error::Usage(
+                "--xml-root and --full-slices apply only to --source tcia".into(),
+            ));
+        }
         s.validate()?;
         Ok(PrepareConfig {
             input: self.input.clone(),
+            xml_root: self.xml_root.clone(),
             out: self.out.clone(),
             overwrite: self.overwrite,
             quiet,

@@ -1,5 +1,6 @@
 //! `lungseg synth` arguments.
 
+use crate::synth::SynthFormat;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -21,4 +22,14 @@ pub struct SynthArgs {
     /// Write some nodules as 16-bit PNGs holding HU + 1024.
     #[arg(long)]
     pub hu16: bool,
+    /// Which layout: slices (the Kaggle PNG slice tree) or tcia (DICOM CT series with the
+    /// readers' XML, for `prepare --source tcia`).
+    #[arg(long, value_enum, default_value_t = SynthFormat::Slices, value_name = "FORMAT")]
+    pub format: SynthFormat,
+    /// With --format tcia: slices per CT series.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub slices: usize,
+    /// With --format tcia: rows and columns of every slice (512 as in the real scans).
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub size: usize,
 }

@@ -2,16 +2,16 @@
 
 use crate::data::index::IndexEntry;
 use crate::data::shards::writer::ShardPosition;
-use crate::data::shards::SliceRecord;
+use crate::data::shards::{ScanPlace, SliceRecord};
 use crate::error::Result;
 use crate::schema::Table;
 use crate::table::{column, read_table, write_table};
-use arrow_array::{ArrayRef, Int32Array, Int64Array, StringArray};
+use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray};
 use std::path::Path;
 use std::sync::Arc;
 
 /// One row of `manifest.parquet`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ManifestRow {
     /// `patient/nodule/file-stem`.
     pub slice_id: String,
@@ -35,6 +35,8 @@ pub struct ManifestRow {
     pub mask_pixels: i64,
     /// Where the pixels are.
     pub position: ShardPosition,
+    /// Where the slice lies in its CT series (TCIA source only).
+    pub scan: Option<ScanPlace>,
 }
 
 impl ManifestRow {
@@ -52,6 +54,7 @@ impl ManifestRow {
             raters_present: i32::from(r.raters_present),
             mask_pixels: r.mask_pixels as i64,
             position,
+            scan: r.scan.clone(),
         }
     }
 }
@@ -60,6 +63,13 @@ impl ManifestRow {
 pub fn write_manifest(path: &Path, rows: &[ManifestRow]) -> Result<u64> {
     let strings = |f: fn(&ManifestRow) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    };
+    let scan_floats = |f: fn(&ScanPlace) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from(
+            rows.iter()
+                .map(|r| r.scan.as_ref().map(f))
+                .collect::<Vec<_>>(),
+        ))
     };
     let ints = |f: fn(&ManifestRow) -> i32| -> ArrayRef {
         Arc::new(Int32Array::from_iter_values(rows.iter().map(f)))
@@ -83,6 +93,14 @@ pub fn write_manifest(path: &Path, rows: &[ManifestRow]) -> Result<u64> {
         Arc::new(Int64Array::from_iter_values(
             rows.iter().map(|r| r.position.row),
         )),
+        Arc::new(StringArray::from(
+            rows.iter()
+                .map(|r| r.scan.as_ref().map(|s| s.series_uid.as_str()))
+                .collect::<Vec<_>>(),
+        )),
+        scan_floats(|s| s.z),
+        scan_floats(|s| s.pixel_spacing),
+        scan_floats(|s| s.slice_spacing),
     ];
     write_table(path, Table::Manifest.spec(), columns)
 }

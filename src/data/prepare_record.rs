@@ -39,6 +39,31 @@ pub struct PrepareSettings {
     /// is allocated for them; files longer than such an image can be are not read to the end.
     #[serde(default = "default_max_pixels")]
     pub max_pixels: u64,
+    /// What the input is: the Kaggle PNG slice tree or the TCIA download (DICOM + XML).
+    #[serde(default)]
+    pub source: Source,
+    /// TCIA source: crop size in pixels, centred on each nodule.
+    #[serde(default = "default_crop_size")]
+    pub crop_size: usize,
+    /// TCIA source: whole slices instead of crops.
+    #[serde(default)]
+    pub full_slices: bool,
+}
+
+/// What `prepare --input` holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The Kaggle LIDC-IDRI-slices tree: <patient>/<nodule>/images/*.png with mask-0..mask-3.
+    #[default]
+    Slices,
+    /// The TCIA download: DICOM CT series with the readers' XML (LIDC-IDRI-NNNN/<study>/<series>/).
+    Tcia,
+}
+
+/// The crop of the Kaggle slice tree.
+fn default_crop_size() -> usize {
+    128
 }
 
 /// The cap of data directories written before the setting existed, and the built-in default.
@@ -73,6 +98,9 @@ impl PrepareSettings {
         if self.max_pixels == 0 {
             return Err(Error::Usage("max_pixels must be positive".into()));
         }
+        if self.crop_size == 0 {
+            return Err(Error::Usage("crop_size must be positive".into()));
+        }
         Ok(())
     }
 
@@ -90,6 +118,9 @@ impl PrepareSettings {
 pub struct PrepareConfig {
     /// The LIDC tree (read only).
     pub input: PathBuf,
+    /// TCIA source: a separate folder of the readers' XML files (the XML-only download).
+    #[serde(default)]
+    pub xml_root: Option<PathBuf>,
     /// The data directory to write.
     pub out: PathBuf,
     /// Rebuild even when the data directory is complete.

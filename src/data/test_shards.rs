@@ -41,6 +41,7 @@ pub(crate) fn record(p: usize, k: usize) -> SliceRecord {
         mask,
         rater_bits,
         raters_present: 0b0111,
+        scan: None,
     }
 }
 

@@ -43,6 +43,12 @@ impl IntensityRules {
         (hu.clamp(lo, hi) - lo) / (hi - lo)
     }
 
+    /// Maps a Hounsfield unit from a DICOM slice to [0,1]: the lung window in both modes (on true
+    /// HU the notebook's formula is the right one).
+    pub fn map_hu(&self, hu: f32) -> f32 {
+        self.window(hu)
+    }
+
     /// Maps one stored sample of a `bits`-deep PNG to [0,1].
     pub fn map(&self, sample: u16, bits: u8) -> f32 {
         match (self.mode, bits) {

@@ -1,8 +1,9 @@
-//! Image files to gray sample planes and intensities in [0, 1]: reading files under a size cap,
+//! Image files (PNG, DICOM) to gray sample planes or HU and intensities in [0, 1]: reading files under a size cap,
 //! the PNG decoders with their pixel cap, and the intensity rules, shared by `prepare` and
 //! `predict`.
 
 pub mod decode;
+pub mod dicom;
 pub mod file_bytes;
 pub mod gray_png;
 pub mod intensity;

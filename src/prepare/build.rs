@@ -44,15 +44,23 @@ pub fn build(
 ) -> Result<PrepareCounts> {
     let phase = Instant::now();
     let (jobs, mut tally) = Tally::after_walk(tree);
-    let (shards, shard_bytes) = decode_and_write(cfg, data, pool, &jobs, &mut tally)?;
+    let s = &cfg.settings;
+    let lut = IntensityLut::new(&s.intensity());
+    // One scratch per worker thread for the whole run (`map_init` would start a fresh one for
+    // every piece rayon splits a batch into).
+    let scratches: Vec<Mutex<SliceScratch>> = (0..pool.current_num_threads())
+        .map(|_| Mutex::new(SliceScratch::new(s.max_pixels)))
+        .collect();
+    let decode = |job: &SliceJob| {
+        let worker = rayon::current_thread_index().unwrap_or(0);
+        let mut scratch = scratches[worker % scratches.len()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        slice::process(job, &lut, &mut scratch)
+    };
+    let shards = decode_and_write(cfg, data, pool, &jobs, &mut tally, decode)?;
     tracing::debug!("decode and shards: {:.3}s", phase.elapsed().as_secs_f64());
-    let mut counts = tally.counts;
-    counts.shards = shards;
-    counts.rejects = tally.rejects.len();
-    counts.bytes = shard_bytes
-        + write_manifest(&data.manifest(), &tally.manifest)?
-        + write_rejects(&data.rejects(), &tally.rejects)?;
-    Ok(counts)
+    tally.finish(data, shards)
 }
 
 /// The walking and decoding threads (`threads`, 0 = every core).
@@ -67,16 +75,43 @@ pub fn decode_pool(threads: usize) -> Result<ThreadPool> {
 }
 
 /// What `prepare` has counted, rejected and kept so far.
-struct Tally {
-    counts: PrepareCounts,
+pub(crate) struct Tally {
+    /// The counts so far.
+    pub counts: PrepareCounts,
     rejects: Vec<Reject>,
     manifest: Vec<ManifestRow>,
 }
 
 impl Tally {
+    /// Starts from `counts` and the `rejects` found before decoding (logged now).
+    pub fn new(counts: PrepareCounts, rejects: Vec<Reject>) -> Self {
+        rejects.iter().for_each(Reject::log);
+        Self {
+            counts,
+            rejects,
+            manifest: Vec::new(),
+        }
+    }
+
+    /// Writes the manifest and the rejects table; returns the final counts, with the shards'
+    /// `(count, bytes)` and `extra_bytes` of other tables added.
+    pub fn finish(
+        self,
+        data: &DataDir,
+        (shards, shard_bytes): (usize, u64),
+    ) -> Result<PrepareCounts> {
+        let mut counts = self.counts;
+        counts.shards = shards;
+        counts.rejects = self.rejects.len();
+        counts.bytes = counts.bytes
+            + shard_bytes
+            + write_manifest(&data.manifest(), &self.manifest)?
+            + write_rejects(&data.rejects(), &self.rejects)?;
+        Ok(counts)
+    }
+
     /// The walk's counts and rejects (logged now), and the slice jobs it found.
     fn after_walk(tree: TreeWalk) -> (Vec<SliceJob>, Self) {
-        tree.rejects.iter().for_each(Reject::log);
         let duplicates = tree
             .rejects
             .iter()
@@ -89,12 +124,7 @@ impl Tally {
             files_ignored: tree.ignored,
             ..PrepareCounts::default()
         };
-        let tally = Self {
-            counts,
-            rejects: tree.rejects,
-            manifest: Vec::new(),
-        };
-        (tree.jobs, tally)
+        (tree.jobs, Self::new(counts, tree.rejects))
     }
 
     /// Counts one decoded slice; returns its record when it goes into a shard (then it also has
@@ -125,23 +155,18 @@ impl Tally {
     }
 }
 
-/// Decodes `jobs` in batches on `pool` while a writer thread encodes and compresses the previous
-/// batch into shards; record positions are known up front because shards hold exactly
-/// `shard_rows` rows. Returns (shards, bytes) from the writer.
-fn decode_and_write(
+/// Decodes `jobs` in batches on `pool` with `decode` while a writer thread encodes and
+/// compresses the previous batch into shards; record positions are known up front because shards
+/// hold exactly `shard_rows` rows. Returns (shards, bytes) from the writer.
+pub(crate) fn decode_and_write<J: Sync>(
     cfg: &PrepareConfig,
     data: &DataDir,
     pool: &ThreadPool,
-    jobs: &[SliceJob],
+    jobs: &[J],
     tally: &mut Tally,
+    decode: impl Fn(&J) -> SliceOutcome + Sync,
 ) -> Result<(usize, u64)> {
     let s = &cfg.settings;
-    let lut = IntensityLut::new(&s.intensity());
-    // One scratch per worker thread for the whole run (`map_init` would start a fresh one for
-    // every piece rayon splits a batch into).
-    let scratches: Vec<Mutex<SliceScratch>> = (0..pool.current_num_threads())
-        .map(|_| Mutex::new(SliceScratch::new(s.max_pixels)))
-        .collect();
     let bar = crate::progress::bar(jobs.len() as u64, "prepare", cfg.quiet);
     std::thread::scope(|scope| -> Result<(usize, u64)> {
         let (tx, rx) = sync_channel::<Vec<SliceRecord>>(1);
@@ -150,7 +175,8 @@ fn decode_and_write(
             .spawn_scoped(scope, move || write_shards(data, s, rx))
             .map_err(|e| Error::io(data.shards_dir(), e))?;
         for batch in jobs.chunks(DECODE_BATCH) {
-            let outcomes = decode_batch(pool, &scratches, batch, &lut);
+            let outcomes: Vec<SliceOutcome> =
+                pool.install(|| batch.par_iter().map(&decode).collect());
             let kept: Vec<SliceRecord> = outcomes
                 .into_iter()
                 .filter_map(|o| tally.keep(o, s))
@@ -165,27 +191,6 @@ fn decode_and_write(
         writer
             .join()
             .map_err(|_| Error::input(data.shards_dir(), "the shard writer thread panicked"))?
-    })
-}
-
-/// Decodes one batch of jobs in parallel, each worker with its own scratch.
-fn decode_batch(
-    pool: &ThreadPool,
-    scratches: &[Mutex<SliceScratch>],
-    batch: &[SliceJob],
-    lut: &IntensityLut,
-) -> Vec<SliceOutcome> {
-    pool.install(|| {
-        batch
-            .par_iter()
-            .map(|j| {
-                let worker = rayon::current_thread_index().unwrap_or(0);
-                let mut scratch = scratches[worker % scratches.len()]
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                slice::process(j, lut, &mut scratch)
-            })
-            .collect()
     })
 }
 

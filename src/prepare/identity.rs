@@ -31,10 +31,16 @@ pub fn identity(canonical_input: &Path, tree: &TreeWalk) -> InputIdentity {
         .iter()
         .filter(|r| r.reason == crate::prepare::reject::RejectReason::DuplicateSliceId)
         .count();
+    of_listing(canonical_input, &text, tree.jobs.len() + duplicates)
+}
+
+/// The identity of the input at `canonical_input` whose files and rejects `listing` names, one
+/// per line; `files` is the count shown when it changed.
+pub fn of_listing(canonical_input: &Path, listing: &str, files: usize) -> InputIdentity {
     InputIdentity {
         path: canonical_input.to_path_buf(),
-        slice_files: tree.jobs.len() + duplicates,
-        signature: format!("{:016x}", crate::rng::fnv1a64(text.as_bytes())),
+        slice_files: files,
+        signature: format!("{:016x}", crate::rng::fnv1a64(listing.as_bytes())),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The `prepare` stage: LIDC slice tree → Parquet shards of windowed slices and fused masks,
-//! plus `manifest.parquet`, `rejects.parquet` and `prepare.json` (written last).
+//! The `prepare` stage: LIDC slice tree (or, with `--source tcia`, the DICOM + XML download) →
+//! Parquet shards of windowed slices and fused masks, plus `manifest.parquet`, `rejects.parquet`,
+//! `nodules.parquet` (TCIA only) and `prepare.json` (written last).
 
 pub mod build;
 pub mod identity;
@@ -7,10 +8,13 @@ pub mod input_level;
 pub mod nodule_dir;
 pub mod reject;
 pub mod slice;
+pub mod tcia;
 pub mod walk;
 
 use crate::atomic::remove_if_exists;
-use crate::data::prepare_record::{InputIdentity, PrepareConfig, PrepareCounts, PrepareRecord};
+use crate::data::prepare_record::{
+    InputIdentity, PrepareConfig, PrepareCounts, PrepareRecord, Source,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::json::write_json_atomic;
 use crate::layout::DataDir;
@@ -65,6 +69,14 @@ impl PrepareReport {
     }
 }
 
+/// What the input holds, as read before any output is touched.
+enum Found {
+    /// The PNG slice tree's walk.
+    Slices(walk::TreeWalk),
+    /// The TCIA download's series plans.
+    Tcia(tcia::plan::Plans),
+}
+
 /// Refuses inputs that cannot work, before any output is touched; returns the input's canonical
 /// path.
 fn check_paths(cfg: &PrepareConfig) -> Result<PathBuf> {
@@ -113,12 +125,27 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
     let input = check_paths(cfg)?;
     let started = Instant::now();
     let pool = build::decode_pool(cfg.settings.threads)?;
-    let tree = build::walk_tree(&pool, &input);
-    if tree.jobs.is_empty() {
-        // One line that says why, not a warning per folder of a tree read at the wrong level.
-        return Err(input_level::no_slices(&input, &tree));
-    }
-    let identity = identity::identity(&input, &tree);
+    let found = match cfg.settings.source {
+        Source::Slices => {
+            let tree = build::walk_tree(&pool, &input);
+            if tree.jobs.is_empty() {
+                // One line that says why, not a warning per folder of a tree read at the wrong
+                // level.
+                return Err(input_level::no_slices(&input, &tree));
+            }
+            Found::Slices(tree)
+        }
+        Source::Tcia => Found::Tcia(tcia::scan(
+            &pool,
+            &input,
+            cfg.xml_root.as_deref(),
+            cfg.settings.max_pixels,
+        )?),
+    };
+    let identity = match &found {
+        Found::Slices(tree) => identity::identity(&input, tree),
+        Found::Tcia(plans) => identity::of_listing(&input, &plans.listing, plans.files),
+    };
     let data = DataDir::new(&cfg.out);
     let _lock = DirLock::acquire(data.root(), "prepare --out")?;
     if let Some(previous) = crate::data::prepare_record::read(&data)? {
@@ -150,7 +177,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
         );
     }
     clear_outputs(&data)?;
-    let written = write_outputs(cfg, &data, (&pool, tree, started), identity);
+    let written = write_outputs(cfg, &data, (&pool, found, started), identity);
     if written.is_err() {
         // A failed write (a full disk, say) leaves no shard, table or temporary behind: the
         // directory is as incomplete as before, and holds nothing a rerun would have to clear.
@@ -166,11 +193,14 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
 fn write_outputs(
     cfg: &PrepareConfig,
     data: &DataDir,
-    (pool, tree, started): (&rayon::ThreadPool, walk::TreeWalk, Instant),
+    (pool, found, started): (&rayon::ThreadPool, Found, Instant),
     input: InputIdentity,
 ) -> Result<PrepareReport> {
     std::fs::create_dir_all(data.shards_dir()).at(data.shards_dir())?;
-    let counts = build::build(cfg, data, pool, tree)?;
+    let counts = match found {
+        Found::Slices(tree) => build::build(cfg, data, pool, tree)?,
+        Found::Tcia(plans) => tcia::build(cfg, data, pool, plans)?,
+    };
     let counts = PrepareCounts {
         seconds: started.elapsed().as_secs_f64(),
         ..counts

@@ -42,6 +42,46 @@ pub enum RejectReason {
     /// A patient or nodule folder whose name is not valid UTF-8: its lossy reading could merge
     /// it with another folder's id.
     NonUtf8Name,
+    /// TCIA: not a DICOM file with file meta information, or a data set that does not parse.
+    DicomDecode,
+    /// TCIA: a compressed or big-endian transfer syntax (JPEG 2000, ...).
+    UnsupportedTransferSyntax,
+    /// TCIA: a tag a CT slice needs (position, spacing, size, UIDs) is missing.
+    DicomMissingTag,
+    /// TCIA: the pixel data does not decode or does not fit the declared size.
+    DicomPixels,
+    /// TCIA: a second slice at the same z; the lower InstanceNumber is kept.
+    DuplicateZ,
+    /// TCIA: a slice whose size differs from the rest of its series.
+    DicomSizeMismatch,
+    /// TCIA: an XML file that is not well-formed.
+    XmlMalformed,
+    /// TCIA: well-formed XML that is not an LIDC reading.
+    XmlNotLidc,
+    /// TCIA: a reading for a series that is not in the input.
+    XmlWithoutSeries,
+    /// TCIA: a second reading for a series; the first by path is used.
+    DuplicateXml,
+    /// TCIA: a CT series without a reading: no masks, so no slices.
+    SeriesWithoutXml,
+    /// TCIA: a contour whose SOP UID and z match no slice of the series.
+    ContourWithoutSlice,
+    /// TCIA: a fifth or later reading session (the rater bits hold four readers).
+    TooManyReaders,
+}
+
+impl From<&crate::pixels::dicom::DicomError> for RejectReason {
+    fn from(e: &crate::pixels::dicom::DicomError) -> Self {
+        use crate::pixels::dicom::DicomError as D;
+        match e {
+            D::Io(_) => RejectReason::IoError,
+            D::NoFileMeta | D::Parse(_) => RejectReason::DicomDecode,
+            D::TransferSyntax(_) => RejectReason::UnsupportedTransferSyntax,
+            D::MissingTag(_) => RejectReason::DicomMissingTag,
+            D::TooLarge(_) => RejectReason::TooLarge,
+            D::Pixels(_) => RejectReason::DicomPixels,
+        }
+    }
 }
 
 impl RejectReason {
@@ -63,6 +103,19 @@ impl RejectReason {
             RejectReason::NotARegularFile => "not_a_regular_file",
             RejectReason::TooLarge => "too_large",
             RejectReason::NonUtf8Name => "non_utf8_name",
+            RejectReason::DicomDecode => "dicom_decode",
+            RejectReason::UnsupportedTransferSyntax => "unsupported_transfer_syntax",
+            RejectReason::DicomMissingTag => "dicom_missing_tag",
+            RejectReason::DicomPixels => "dicom_pixels",
+            RejectReason::DuplicateZ => "duplicate_z",
+            RejectReason::DicomSizeMismatch => "dicom_size_mismatch",
+            RejectReason::XmlMalformed => "xml_malformed",
+            RejectReason::XmlNotLidc => "xml_not_lidc",
+            RejectReason::XmlWithoutSeries => "xml_without_series",
+            RejectReason::DuplicateXml => "duplicate_xml",
+            RejectReason::SeriesWithoutXml => "series_without_xml",
+            RejectReason::ContourWithoutSlice => "contour_without_slice",
+            RejectReason::TooManyReaders => "too_many_readers",
         }
     }
 }

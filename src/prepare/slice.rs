@@ -279,6 +279,7 @@ pub fn process(job: &SliceJob, lut: &IntensityLut, scratch: &mut SliceScratch) -
         rater_bits,
         raters_present,
         mask_pixels,
+        scan: None,
     });
     out
 }

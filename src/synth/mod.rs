@@ -17,6 +17,7 @@
 
 mod phantom;
 mod raters;
+mod tcia;
 mod write;
 
 pub use phantom::{Palette, GRAY_PALETTE, HU_PALETTE};
@@ -64,6 +65,33 @@ pub struct SynthConfig {
     pub odd_sizes: bool,
     /// Write some nodules as 16-bit PNGs holding HU + 1024.
     pub hu16: bool,
+    /// Which layout to write.
+    pub format: SynthFormat,
+    /// TCIA format: slices per CT series.
+    pub tcia_slices: usize,
+    /// TCIA format: rows and columns of every slice.
+    pub tcia_size: usize,
+}
+
+/// The layout `synth` writes.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SynthFormat {
+    /// The Kaggle LIDC-IDRI-slices tree of PNG slices and rater masks.
+    #[default]
+    Slices,
+    /// The TCIA download: DICOM CT series with the readers' XML.
+    Tcia,
 }
 
 impl Default for SynthConfig {
@@ -74,6 +102,9 @@ impl Default for SynthConfig {
             seed: 7,
             odd_sizes: false,
             hu16: false,
+            format: SynthFormat::Slices,
+            tcia_slices: 60,
+            tcia_size: 512,
         }
     }
 }
@@ -93,6 +124,10 @@ pub struct SynthReport {
     pub odd_size_slices: usize,
     /// Image files stored as 16-bit HU.
     pub hu16_slices: usize,
+    /// TCIA format: CT series.
+    pub series: usize,
+    /// TCIA format: readers' outlines (counted on each nodule's middle slice).
+    pub outlines: usize,
 }
 
 impl SynthReport {
@@ -103,6 +138,8 @@ impl SynthReport {
         self.mask_files += o.mask_files;
         self.odd_size_slices += o.odd_size_slices;
         self.hu16_slices += o.hu16_slices;
+        self.series += o.series;
+        self.outlines += o.outlines;
     }
 }
 
@@ -147,14 +184,17 @@ pub fn run(cfg: &SynthConfig) -> Result<SynthReport, SynthError> {
     write::write_marker(
         &cfg.out,
         &format!(
-            "lungseg synthetic LIDC-IDRI-slices tree; safe to overwrite with `lungseg synth`.\n\
-             seed = {}\npatients = {}\nodd_sizes = {}\nhu16 = {}\n",
-            cfg.seed, cfg.patients, cfg.odd_sizes, cfg.hu16
+            "lungseg synthetic LIDC-IDRI tree; safe to overwrite with `lungseg synth`.\n\
+             format = {:?}\nseed = {}\npatients = {}\nodd_sizes = {}\nhu16 = {}\n",
+            cfg.format, cfg.seed, cfg.patients, cfg.odd_sizes, cfg.hu16
         ),
     )?;
     let results: Vec<Result<SynthReport, SynthError>> = (1..=cfg.patients)
         .into_par_iter()
-        .map(|i| write_patient(cfg, i))
+        .map(|i| match cfg.format {
+            SynthFormat::Slices => write_patient(cfg, i),
+            SynthFormat::Tcia => tcia::write_patient(cfg, i),
+        })
         .collect();
     let mut report = SynthReport::default();
     for r in results {

@@ -13,6 +13,7 @@ fn config(out: &Path, patients: usize, seed: u64, odd_sizes: bool, hu16: bool) -
         seed,
         odd_sizes,
         hu16,
+        ..SynthConfig::default()
     }
 }
 
@@ -210,6 +211,8 @@ fn layout_counts_and_mask_values() {
             mask_files,
             odd_size_slices: 0,
             hu16_slices: 0,
+            series: 0,
+            outlines: 0,
         }
     );
     eprintln!(

@@ -11,4 +11,5 @@ mod records;
 mod reliability;
 mod report;
 mod split;
+mod tcia;
 mod train;

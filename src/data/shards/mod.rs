@@ -6,5 +6,5 @@ pub mod record;
 pub mod writer;
 
 pub(crate) use reader::ShardReader;
-pub use record::SliceRecord;
+pub use record::{ScanPlace, SliceRecord};
 pub use writer::{ImageCompression, ShardPosition, ShardWriter};

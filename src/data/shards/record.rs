@@ -29,4 +29,19 @@ pub struct SliceRecord {
     pub raters_present: u8,
     /// Number of 1s in `mask`.
     pub mask_pixels: u64,
+    /// Where in a CT series the slice lies; `None` for slices from the PNG tree.
+    pub scan: Option<ScanPlace>,
+}
+
+/// Where a slice of the TCIA source lies in its CT series (the manifest's scan columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanPlace {
+    /// `SeriesInstanceUID`.
+    pub series_uid: String,
+    /// z of the slice (mm).
+    pub z: f64,
+    /// In-plane pixel spacing (mm).
+    pub pixel_spacing: f64,
+    /// Spacing between slices (mm): the median z step of the series.
+    pub slice_spacing: f64,
 }
