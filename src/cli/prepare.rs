@@ -25,7 +25,8 @@ pub struct PrepareArgs {
     /// (the XML-only download, tcia-lidc-xml/<site>/NNN.xml); searched as well as --input.
     #[arg(long, value_name = "DIR")]
     pub xml_root: Option<PathBuf>,
-    /// With --source tcia: keep whole slices (e.g. 512x512) instead of crops around each nodule.
+    /// With --source tcia: keep whole slices (e.g. 512x512) instead of crops around each nodule:
+    /// the slices nodules touch, or with --keep-empty every slice of each series.
     #[arg(long)]
     pub full_slices: bool,
     /// With --source tcia: the crops' size in pixels, centred on each nodule and padded with air

@@ -7,6 +7,7 @@ pub mod batcher;
 pub mod fusion;
 pub mod index;
 pub mod manifest;
+pub mod nodule_table;
 pub mod patch;
 pub mod prepare_record;
 pub mod sample;

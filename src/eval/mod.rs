@@ -11,6 +11,7 @@ pub mod selection;
 
 use crate::atomic::remove_if_exists;
 use crate::data::batcher::Batcher;
+use crate::data::nodule_table::read_size_bands;
 use crate::data::{Order, ShardStream, SliceIndex, StreamOptions};
 use crate::device::{self, DeviceSpec};
 use crate::error::{Error, IoContext, Result};
@@ -265,6 +266,12 @@ fn write_outputs(
     write_per_slice(&tmp.join(RunDir::EVAL_PER_SLICE), &pass.rows)?;
     write_thresholds(&tmp.join(RunDir::EVAL_THRESHOLDS), &sweep_rows)?;
     let (nodules, nodules_detected, nodule_recall) = pass.nodule_recall();
+    let nodules_table = DataDir::new(&cfg.data).nodules();
+    let nodule_recall_by_size = if nodules_table.exists() {
+        pass.nodule_recall_by_size(&read_size_bands(&nodules_table)?)
+    } else {
+        Vec::new()
+    };
     let c = pass.counts;
     let l = pass.lesions;
     let slices = pass.slices();
@@ -299,6 +306,7 @@ fn write_outputs(
         nodules,
         nodules_detected,
         nodule_recall,
+        nodule_recall_by_size,
         target_recall: cfg.target_recall,
         threshold_at_target_recall: threshold_for_recall(&sweep_rows, cfg.target_recall),
         overlays_per_kind: cfg.overlays,

@@ -205,6 +205,33 @@ impl Pass {
         }
     }
 
+    /// Nodule recall per size band, for the nodules `bands` names ((patient, nodule) → band), in
+    /// band order; bands without an evaluated nodule are left out.
+    pub fn nodule_recall_by_size(
+        &self,
+        bands: &std::collections::BTreeMap<(String, String), String>,
+    ) -> Vec<crate::run::eval_summary::SizeBandRecall> {
+        crate::data::nodule_table::SIZE_BANDS
+            .iter()
+            .filter_map(|&band| {
+                let in_band: Vec<bool> = self
+                    .nodules
+                    .iter()
+                    .filter(|(key, _)| bands.get(*key).is_some_and(|b| b == band))
+                    .map(|(_, &d)| d)
+                    .collect();
+                let nodules = in_band.len() as u64;
+                let detected = in_band.iter().filter(|&&d| d).count() as u64;
+                (nodules > 0).then(|| crate::run::eval_summary::SizeBandRecall {
+                    band: band.to_string(),
+                    nodules,
+                    detected,
+                    recall: ratio_or_one(detected, nodules),
+                })
+            })
+            .collect()
+    }
+
     /// (nodules, detected, recall).
     pub fn nodule_recall(&self) -> (u64, u64, f64) {
         let total = self.nodules.len() as u64;
@@ -232,6 +259,32 @@ mod tests {
             mask,
             probs,
         }
+    }
+
+    #[test]
+    fn nodule_recall_splits_by_size_band() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pass = Pass::new(0.5, dir.path().to_path_buf(), 0, BTreeSet::new());
+        let img = [0.5; 2];
+        pass.add(0, &slice("p/small/a", &[1, 0], &[0.9, 0.0], &img))
+            .unwrap();
+        pass.add(1, &slice("p/big/a", &[1, 0], &[0.0, 0.0], &img))
+            .unwrap();
+        pass.add(2, &slice("p/big2/a", &[1, 0], &[0.9, 0.0], &img))
+            .unwrap();
+        let bands = std::collections::BTreeMap::from([
+            (("p".to_string(), "small".to_string()), "<6mm".to_string()),
+            (("p".to_string(), "big".to_string()), ">10mm".to_string()),
+            (("p".to_string(), "big2".to_string()), ">10mm".to_string()),
+        ]);
+        let by = pass.nodule_recall_by_size(&bands);
+        let got: Vec<_> = by
+            .iter()
+            .map(|b| (b.band.as_str(), b.nodules, b.detected))
+            .collect();
+        assert_eq!(got, [("<6mm", 1, 1), (">10mm", 2, 1)]);
+        assert_eq!(by[1].recall, 0.5);
+        assert!(pass.nodule_recall_by_size(&Default::default()).is_empty());
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub fn build(
             .unwrap_or_else(PoisonError::into_inner);
         slice::process(job, &lut, &mut scratch)
     };
-    let shards = decode_and_write(cfg, data, pool, &jobs, &mut tally, decode)?;
+    let shards = decode_and_write(cfg, data, (pool, DECODE_BATCH), &jobs, &mut tally, decode)?;
     tracing::debug!("decode and shards: {:.3}s", phase.elapsed().as_secs_f64());
     tally.finish(data, shards)
 }
@@ -155,26 +155,35 @@ impl Tally {
     }
 }
 
-/// Decodes `jobs` in batches on `pool` with `decode` while a writer thread encodes and
-/// compresses the previous batch into shards; record positions are known up front because shards
-/// hold exactly `shard_rows` rows. Returns (shards, bytes) from the writer.
+/// Slices per decode batch for slices of `pixels` pixels: [`DECODE_BATCH`] 128x128 slices' worth,
+/// but at least two per worker thread.
+pub(crate) fn batch_for(pixels: usize, threads: usize) -> usize {
+    (DECODE_BATCH * 128 * 128 / pixels.max(1)).clamp((2 * threads).min(DECODE_BATCH), DECODE_BATCH)
+}
+
+/// Decodes `jobs` in batches of `batch` on `pool` with `decode` while a writer thread encodes
+/// and compresses the previous batch into shards; record positions are known up front because
+/// shards hold exactly `shard_rows` rows. Returns (shards, bytes) from the writer.
 pub(crate) fn decode_and_write<J: Sync>(
     cfg: &PrepareConfig,
     data: &DataDir,
-    pool: &ThreadPool,
+    (pool, batch): (&ThreadPool, usize),
     jobs: &[J],
     tally: &mut Tally,
     decode: impl Fn(&J) -> SliceOutcome + Sync,
 ) -> Result<(usize, u64)> {
     let s = &cfg.settings;
+    // Row groups (the unit the trainer streams) shrink with the batch for large slices, so that
+    // one stays a few MiB.
+    let row_group_rows = (s.row_group_rows * batch / DECODE_BATCH).max(1);
     let bar = crate::progress::bar(jobs.len() as u64, "prepare", cfg.quiet);
     std::thread::scope(|scope| -> Result<(usize, u64)> {
         let (tx, rx) = sync_channel::<Vec<SliceRecord>>(1);
         let writer = std::thread::Builder::new()
             .name("prepare-shards".into())
-            .spawn_scoped(scope, move || write_shards(data, s, rx))
+            .spawn_scoped(scope, move || write_shards(data, s, row_group_rows, rx))
             .map_err(|e| Error::io(data.shards_dir(), e))?;
-        for batch in jobs.chunks(DECODE_BATCH) {
+        for batch in jobs.chunks(batch.max(1)) {
             let outcomes: Vec<SliceOutcome> =
                 pool.install(|| batch.par_iter().map(&decode).collect());
             let kept: Vec<SliceRecord> = outcomes
@@ -198,13 +207,14 @@ pub(crate) fn decode_and_write<J: Sync>(
 fn write_shards(
     data: &DataDir,
     s: &PrepareSettings,
+    row_group_rows: usize,
     rx: Receiver<Vec<SliceRecord>>,
 ) -> Result<(usize, u64)> {
     crate::malloc_tuning::huge_pages_for_this_thread();
     let mut shards = ShardWriter::new(
         data.clone(),
         s.shard_rows,
-        s.row_group_rows,
+        row_group_rows,
         s.image_compression,
     );
     for batch in rx {
@@ -213,4 +223,18 @@ fn write_shards(
         }
     }
     shards.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_shrink_for_large_slices_but_keep_every_thread_busy() {
+        assert_eq!(batch_for(128 * 128, 2), 64);
+        assert_eq!(batch_for(512 * 512, 2), 4);
+        assert_eq!(batch_for(512 * 512, 16), 32);
+        assert_eq!(batch_for(64 * 64, 2), 64);
+        assert_eq!(batch_for(4096 * 4096, 1), 2);
+    }
 }

@@ -29,6 +29,19 @@ impl std::fmt::Display for EvalSplit {
 pub const EMPTY_TRUTH_RULE: &str =
     "per-slice Dice is 2TP/(2TP+FP+FN); a slice with empty truth scores 1 if its prediction is also empty, else 0";
 
+/// Nodule recall within one size band.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SizeBandRecall {
+    /// `<6mm`, `6-10mm` or `>10mm`.
+    pub band: String,
+    /// Evaluated nodules in the band (with any truth).
+    pub nodules: u64,
+    /// Those detected.
+    pub detected: u64,
+    /// `detected / nodules` (1 when there are none).
+    pub recall: f64,
+}
+
 /// The contents of `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalSummary {
@@ -95,6 +108,10 @@ pub struct EvalSummary {
     pub nodules_detected: u64,
     /// `nodules_detected / nodules` (1 when there are none).
     pub nodule_recall: f64,
+    /// Nodule recall per size band (`<6mm`, `6-10mm`, `>10mm` by `nodules.parquet`'s diameter);
+    /// empty when the data has no `nodules.parquet` (the PNG slice tree).
+    #[serde(default)]
+    pub nodule_recall_by_size: Vec<SizeBandRecall>,
     /// The recall the sweep looks for.
     pub target_recall: f64,
     /// The highest sweep threshold whose pooled recall reaches `target_recall`; null if none.
@@ -117,8 +134,19 @@ impl EvalSummary {
             ),
             None => format!("no swept threshold reaches recall {}", self.target_recall),
         };
+        let by_size: String = self
+            .nodule_recall_by_size
+            .iter()
+            .map(|b| format!(" {} {:.3} ({}/{})", b.band, b.recall, b.detected, b.nodules))
+            .collect::<Vec<_>>()
+            .join(",");
+        let by_size = if by_size.is_empty() {
+            by_size
+        } else {
+            format!(" [by size:{by_size}]")
+        };
         format!(
-            "{} slices of {} at threshold {} ({} checkpoint): recall {:.3}, precision {:.3}, Dice {:.3}, mean slice Dice {:.3}; lesion recall {:.3} ({}/{}), nodule recall {:.3} ({}/{}), {:.2} FP components/slice; {target}; {} overlays; {:.1} s",
+            "{} slices of {} at threshold {} ({} checkpoint): recall {:.3}, precision {:.3}, Dice {:.3}, mean slice Dice {:.3}; lesion recall {:.3} ({}/{}), nodule recall {:.3} ({}/{}){by_size}, {:.2} FP components/slice; {target}; {} overlays; {:.1} s",
             self.slices,
             self.split,
             self.threshold,

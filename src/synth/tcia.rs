@@ -126,24 +126,30 @@ fn write_series(
         .collect();
     report.nodules += nodules.len();
     report.series += 1;
-    let signed = index % 2 == 0;
+    let signed = index.is_multiple_of(2);
     let mut sops = Vec::with_capacity(slices);
+    let base = SliceHeader {
+        pid: &pid,
+        study: &study,
+        series: &series,
+        sop: "",
+        instance: 0,
+        z: 0.0,
+        pixel_spacing,
+        thickness: spacing,
+        size,
+        signed,
+    };
     for k in 0..slices {
         let sop = uid(&[index as u64, 3, s as u64 + 1, k as u64 + 1]);
         let z = z0 + k as f64 * spacing;
         let hu = slice_hu(&nodules, k, size, &mut rng);
         let name = format!("{:08x}.dcm", rng.next_u64() as u32);
         let header = SliceHeader {
-            pid: &pid,
-            study: &study,
-            series: &series,
             sop: &sop,
             instance: k as i32 + 1,
             z,
-            pixel_spacing,
-            thickness: spacing,
-            size,
-            signed,
+            ..base
         };
         write_slice(&dir.join(name), &header, &hu)?;
         report.slices += 1;
@@ -154,16 +160,10 @@ fn write_series(
         let k = 2;
         let sop = uid(&[index as u64, 3, s as u64 + 1, 9000]);
         let header = SliceHeader {
-            pid: &pid,
-            study: &study,
-            series: &series,
             sop: &sop,
             instance: slices as i32 + 1,
             z: sops[k].1,
-            pixel_spacing,
-            thickness: spacing,
-            size,
-            signed,
+            ..base
         };
         write_slice(
             &dir.join("zzduplicate.dcm"),
@@ -200,6 +200,7 @@ fn slice_hu(nodules: &[Ellipsoid], k: usize, size: usize, rng: &mut SplitMix64) 
 }
 
 /// What a slice's header says.
+#[derive(Clone, Copy)]
 struct SliceHeader<'a> {
     pid: &'a str,
     study: &'a str,
@@ -356,7 +357,7 @@ fn reading_xml(
                 rng.uniform(-1.0, 1.0).round(),
                 rng.uniform(-1.0, 1.0).round(),
             );
-            let malignancy = (1 + (e.radius_rows * 2.0 / 6.0) as i32 + reader as i32 % 2).min(5);
+            let malignancy = (1 + (e.radius_rows * 2.0 / 6.0) as i32 + reader % 2).min(5);
             let _ = writeln!(
                 x,
                 "    <unblindedReadNodule>\n      <noduleID>Nodule {:03}</noduleID>\n      <characteristics>\n        <subtlety>{}</subtlety><internalStructure>1</internalStructure><calcification>6</calcification>\n        <sphericity>{}</sphericity><margin>4</margin><lobulation>2</lobulation><spiculation>1</spiculation><texture>5</texture>\n        <malignancy>{malignancy}</malignancy>\n      </characteristics>",

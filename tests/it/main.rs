@@ -12,4 +12,5 @@ mod reliability;
 mod report;
 mod split;
 mod tcia;
+mod tcia_reference;
 mod train;

@@ -245,32 +245,27 @@ fn a_folder_without_ct_series_is_a_usage_error() {
     let empty = sb.path("empty");
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::write(empty.join("notes.txt"), "hi").unwrap();
-    let run = lungseg([
-        "prepare",
-        "--source",
-        "tcia",
-        "--input",
-        empty.to_str().unwrap(),
-        "--out",
-        sb.path("data").to_str().unwrap(),
-    ])
-    .expect_code(2);
+    let data = sb.path("data");
+    let refused = |flag: &str| {
+        let args = [
+            "prepare",
+            flag,
+            "--input",
+            empty.to_str().unwrap(),
+            "--out",
+            data.to_str().unwrap(),
+        ];
+        lungseg(args.iter().filter(|a| !a.is_empty())).expect_code(2)
+    };
+    let run = refused("--source=tcia");
     assert!(
         run.stderr.contains("no CT series with a reading found"),
         "{}",
         run.stderr
     );
-    assert!(!sb.path("data").join("prepare.json").exists());
+    assert!(!data.join("prepare.json").exists());
     // --full-slices belongs to the TCIA source.
-    let run = lungseg([
-        "prepare",
-        "--full-slices",
-        "--input",
-        empty.to_str().unwrap(),
-        "--out",
-        sb.path("data").to_str().unwrap(),
-    ])
-    .expect_code(2);
+    let run = refused("--full-slices");
     assert!(
         run.stderr.contains("only to --source tcia"),
         "{}",
@@ -331,4 +326,63 @@ fn golden_ct_small() -> CtSmall {
         max: 1167.0,
         sum: -1_950_906.0,
     }
+}
+
+#[test]
+fn eval_reports_nodule_recall_by_size_band_from_nodules_parquet() {
+    let sb = Sandbox::new();
+    let (tree, _) = tcia_tree(&sb, 4, 20, 160);
+    let data = sb.path("data");
+    prepare_tcia(&tree, &data, &[]);
+    lungseg([
+        "-q",
+        "split",
+        "--data",
+        data.to_str().unwrap(),
+        "--val-ratio",
+        "0.5",
+    ])
+    .ok();
+    let run = sb.path("run");
+    train_tiny(
+        &data,
+        &run,
+        &["--max-epochs", "1", "--max-steps-per-epoch", "2"],
+    )
+    .ok();
+    let eval = lungseg([
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--checkpoint",
+        "last",
+    ])
+    .ok();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/summary.json")).unwrap())
+            .unwrap();
+    let bands = summary["nodule_recall_by_size"].as_array().unwrap();
+    assert!(!bands.is_empty(), "{summary}");
+    let total: u64 = bands.iter().map(|b| b["nodules"].as_u64().unwrap()).sum();
+    assert_eq!(total, summary["nodules"].as_u64().unwrap());
+    for b in bands {
+        let name = b["band"].as_str().unwrap();
+        assert!(["<6mm", "6-10mm", ">10mm"].contains(&name));
+        assert!(eval.stdout.contains(name), "{}", eval.stdout);
+    }
+}
+
+#[test]
+fn full_slices_with_keep_empty_keep_every_slice_of_every_series() {
+    let sb = Sandbox::new();
+    let (tree, _) = tcia_tree(&sb, 1, 12, 96);
+    let data = sb.path("data");
+    prepare_tcia(&tree, &data, &["--full-slices", "--keep-empty"]);
+    let rows = read_shards(&data);
+    let ks: Vec<i32> = rows.iter().map(|r| r.slice_index.unwrap()).collect();
+    assert_eq!(ks, (0..12).collect::<Vec<_>>());
+    assert!(rows.iter().any(|r| r.mask_pixels == 0));
+    assert!(rows.iter().any(|r| r.mask_pixels > 0));
 }

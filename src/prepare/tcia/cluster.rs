@@ -14,7 +14,8 @@ const MAX_READERS: usize = 4;
 pub struct OutlinePoints {
     /// Every contour point as (row, column, slice index): pylidc's `contours_matrix`.
     pub points: Vec<[i32; 3]>,
-    /// The slice coordinate of the outline's centroid, which orders the nodules.
+    /// The slice coordinate of the outline's centroid (the mean of its contour points), which
+    /// orders the nodules.
     pub centroid_k: f64,
 }
 
@@ -108,9 +109,9 @@ fn components(n: usize, adjacent: impl Fn(usize, usize) -> bool) -> Vec<usize> {
         labels[start] = next;
         let mut stack = vec![start];
         while let Some(i) = stack.pop() {
-            for j in 0..n {
-                if labels[j] == usize::MAX && adjacent(i, j) {
-                    labels[j] = next;
+            for (j, label) in labels.iter_mut().enumerate() {
+                if *label == usize::MAX && adjacent(i, j) {
+                    *label = next;
                     stack.push(j);
                 }
             }
@@ -155,9 +156,9 @@ impl BoundingBox {
             hi: first,
         };
         for p in points {
-            for i in 0..3 {
-                b.lo[i] = b.lo[i].min(p[i]);
-                b.hi[i] = b.hi[i].max(p[i]);
+            for (i, &v) in p.iter().enumerate() {
+                b.lo[i] = b.lo[i].min(v);
+                b.hi[i] = b.hi[i].max(v);
             }
         }
         Some(b)

@@ -79,15 +79,25 @@ pub fn nodule_extent(plan: &SeriesPlan, n: usize) -> NoduleExtent {
 }
 
 /// Every record to build from `plans`, series by series: crops of `crop` x `crop` pixels per
-/// nodule and slice, or whole slices when `full_slices`.
-pub fn jobs(plans: &[SeriesPlan], full_slices: bool, crop: usize) -> Vec<CropJob> {
+/// nodule and slice, or whole slices when `full_slices`: the slices a nodule touches, or every
+/// slice of the series with `every_slice` (`--full-slices --keep-empty`: negatives too).
+pub fn jobs(
+    plans: &[SeriesPlan],
+    full_slices: bool,
+    every_slice: bool,
+    crop: usize,
+) -> Vec<CropJob> {
     let mut jobs = Vec::new();
     for (s, plan) in plans.iter().enumerate() {
         let extents: Vec<NoduleExtent> = (0..plan.nodules.len())
             .map(|n| nodule_extent(plan, n))
             .collect();
         if full_slices {
-            let mut ks: Vec<usize> = extents.iter().flat_map(|e| e.k_first..=e.k_last).collect();
+            let mut ks: Vec<usize> = if every_slice {
+                (0..plan.series.slices.len()).collect()
+            } else {
+                extents.iter().flat_map(|e| e.k_first..=e.k_last).collect()
+            };
             ks.sort_unstable();
             ks.dedup();
             jobs.extend(ks.into_iter().map(|k| CropJob {

@@ -12,10 +12,11 @@ pub mod outline;
 pub mod plan;
 pub mod series;
 
+use crate::data::nodule_table::write_nodules;
 use crate::data::prepare_record::{PrepareConfig, PrepareCounts};
 use crate::error::{Error, Result};
 use crate::layout::DataDir;
-use crate::prepare::build::{decode_and_write, Tally};
+use crate::prepare::build::{batch_for, decode_and_write, Tally};
 use crate::wording::count;
 use plan::Plans;
 use rayon::ThreadPool;
@@ -89,7 +90,12 @@ pub fn build(
         .iter()
         .map(|p| p.series.patient_id.as_str())
         .collect();
-    let jobs = crop::jobs(&plans.series, s.full_slices, s.crop_size);
+    let jobs = crop::jobs(
+        &plans.series,
+        s.full_slices,
+        s.full_slices && s.keep_empty,
+        s.crop_size,
+    );
     let c = &plans.counts;
     let counts = PrepareCounts {
         patients: patients.len(),
@@ -110,9 +116,11 @@ pub fn build(
     );
     let rules = s.intensity();
     let mut tally = Tally::new(counts, plans.rejects);
-    let shards = decode_and_write(cfg, data, pool, &jobs, &mut tally, |job| {
+    let largest = jobs.iter().map(|j| j.height * j.width).max().unwrap_or(1);
+    let batch = batch_for(largest, pool.current_num_threads());
+    let shards = decode_and_write(cfg, data, (pool, batch), &jobs, &mut tally, |job| {
         crop::process(job, &plans.series, &rules, s.max_pixels)
     })?;
-    tally.counts.bytes += nodules::write_nodules(&data.nodules(), &nodules::rows(&plans.series))?;
+    tally.counts.bytes += write_nodules(&data.nodules(), &nodules::rows(&plans.series))?;
     tally.finish(data, shards)
 }

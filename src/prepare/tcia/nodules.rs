@@ -1,49 +1,9 @@
-//! `nodules.parquet`: one row per nodule of a TCIA source, with its readers, extent, size and
-//! each reader's ratings, so that "recall by malignancy or by size" is one polars join away.
+//! The rows of `nodules.parquet` from the series plans: each nodule's readers, extent, size and
+//! ratings.
 
-use crate::error::Result;
+use crate::data::nodule_table::NoduleRow;
 use crate::prepare::tcia::crop::{nodule_extent, nodule_name};
 use crate::prepare::tcia::plan::{Outline, SeriesPlan};
-use crate::schema::Table;
-use crate::table::write_table;
-use arrow_array::builder::{Int32Builder, ListBuilder};
-use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int32Array, StringArray};
-use std::path::Path;
-use std::sync::Arc;
-
-/// One row of `nodules.parquet`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NoduleRow {
-    pub nodule_id: String,
-    pub patient_id: String,
-    pub series_uid: String,
-    pub nodule_index: i32,
-    pub outlines: i32,
-    pub readers: i32,
-    pub reader_bits: i32,
-    pub duplicate_reader: bool,
-    pub k_first: i32,
-    pub k_last: i32,
-    pub z_first_mm: f64,
-    pub z_last_mm: f64,
-    pub centroid_row: f64,
-    pub centroid_col: f64,
-    pub volume_mm3: f64,
-    pub diameter_mm: f64,
-    /// Per outline: (reader, its nine ratings).
-    pub ratings: Vec<(i32, [Option<i32>; 9])>,
-}
-
-/// The size band of a diameter: eval reports nodule recall per band.
-pub fn size_band(diameter_mm: f64) -> &'static str {
-    if diameter_mm < 6.0 {
-        "<6mm"
-    } else if diameter_mm <= 10.0 {
-        "6-10mm"
-    } else {
-        ">10mm"
-    }
-}
 
 /// pylidc's `Annotation.diameter` in pixels: the greatest distance between two points of one
 /// contour, over the outline's contours (single-point contours skipped).
@@ -102,80 +62,9 @@ pub fn rows(plans: &[SeriesPlan]) -> Vec<NoduleRow> {
     rows
 }
 
-/// Writes `nodules.parquet` atomically; returns its size.
-pub fn write_nodules(path: &Path, rows: &[NoduleRow]) -> Result<u64> {
-    let strings = |f: fn(&NoduleRow) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
-    };
-    let ints = |f: fn(&NoduleRow) -> i32| -> ArrayRef {
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(f)))
-    };
-    let floats = |f: fn(&NoduleRow) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(f)))
-    };
-    let per_outline = |f: &dyn Fn(&(i32, [Option<i32>; 9])) -> Option<i32>| -> ArrayRef {
-        let mut b = ListBuilder::new(Int32Builder::new());
-        for r in rows {
-            for rating in &r.ratings {
-                b.values().append_option(f(rating));
-            }
-            b.append(true);
-        }
-        Arc::new(b.finish())
-    };
-    let mut columns: Vec<ArrayRef> = vec![
-        strings(|r| &r.nodule_id),
-        strings(|r| &r.patient_id),
-        strings(|r| &r.series_uid),
-        ints(|r| r.nodule_index),
-        ints(|r| r.outlines),
-        ints(|r| r.readers),
-        ints(|r| r.reader_bits),
-        Arc::new(BooleanArray::from(
-            rows.iter().map(|r| r.duplicate_reader).collect::<Vec<_>>(),
-        )),
-        ints(|r| r.k_first),
-        ints(|r| r.k_last),
-        ints(|r| r.k_last - r.k_first + 1),
-        floats(|r| r.z_first_mm),
-        floats(|r| r.z_last_mm),
-        floats(|r| r.centroid_row),
-        floats(|r| r.centroid_col),
-        floats(|r| r.volume_mm3),
-        floats(|r| r.diameter_mm),
-        strings(|r| size_band(r.diameter_mm)),
-        per_outline(&|(reader, _)| Some(*reader)),
-    ];
-    for i in 0..9 {
-        columns.push(per_outline(&move |(_, v)| v[i]));
-    }
-    columns.push(Arc::new(Float64Array::from(
-        rows.iter()
-            .map(|r| {
-                let given: Vec<f64> = r
-                    .ratings
-                    .iter()
-                    .filter_map(|(_, v)| v[8])
-                    .map(f64::from)
-                    .collect();
-                (!given.is_empty()).then(|| given.iter().sum::<f64>() / given.len() as f64)
-            })
-            .collect::<Vec<_>>(),
-    )));
-    write_table(path, Table::Nodules.spec(), columns)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn size_bands_follow_the_issue_boundaries() {
-        assert_eq!(size_band(3.0), "<6mm");
-        assert_eq!(size_band(6.0), "6-10mm");
-        assert_eq!(size_band(10.0), "6-10mm");
-        assert_eq!(size_band(10.5), ">10mm");
-    }
 
     #[test]
     fn diameter_is_the_farthest_pair_within_one_contour() {

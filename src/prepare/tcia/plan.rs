@@ -85,6 +85,9 @@ pub struct Plans {
     pub files: usize,
 }
 
+/// A series with its rejects so far and the reading chosen for it (shown path, reading).
+type Assembled = (Series, Vec<Reject>, Option<(String, LidcRead)>);
+
 /// Reads the headers of `files` and the readings of `xml_files` on the current rayon pool and
 /// assembles the series plans.
 pub fn plan(files: &[FoundFile], xml_files: &[FoundFile], max_pixels: u64) -> Plans {
@@ -142,7 +145,7 @@ pub fn plan(files: &[FoundFile], xml_files: &[FoundFile], max_pixels: u64) -> Pl
             }
         }
     }
-    let assembled: Vec<(Series, Vec<Reject>, Option<(String, LidcRead)>)> = by_series
+    let assembled: Vec<Assembled> = by_series
         .into_iter()
         .map(|(uid, files)| {
             let top = tops.get(&uid).cloned().flatten().unwrap_or_default();
@@ -253,9 +256,9 @@ fn series_folder(series: &Series) -> String {
         .unwrap_or_else(|| series.uid.clone())
 }
 
-/// The outlines and nodules of one series; returns the plan and the count of marks without an
-/// outline (nodules under 3 mm and non-nodules).
-fn series_plan(
+/// The outlines and nodules of one series from its reading `read` (shown as `xml`); returns the
+/// plan and the count of marks without an outline (nodules under 3 mm and non-nodules).
+pub fn series_plan(
     series: Series,
     xml: String,
     read: &LidcRead,
@@ -341,18 +344,9 @@ fn series_plan(
     (plan, unoutlined)
 }
 
-/// The mean slice index of an outline's voxels (pylidc's `centroid[2]`), or of its contour
-/// points when the mask is empty.
+/// pylidc's `centroid[2]`: the mean slice index of the outline's contour points
+/// (`self.contours_matrix.mean(axis=0)` in pylidc 0.2.3's `Annotation.centroid`).
 fn centroid_k(o: &Outline) -> f64 {
-    let (mut sum, mut n) = (0.0, 0usize);
-    for (&k, plane) in &o.mask.planes {
-        let on = plane.iter().filter(|&&v| v).count();
-        sum += k as f64 * on as f64;
-        n += on;
-    }
-    if n > 0 {
-        return sum / n as f64;
-    }
     let n = o.points.len().max(1) as f64;
     o.points.iter().map(|p| f64::from(p[2])).sum::<f64>() / n
 }
