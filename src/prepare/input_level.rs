@@ -19,6 +19,12 @@ pub fn no_slices(input: &Path, tree: &TreeWalk) -> Error {
         count(tree.nodules, "nodule folder"),
         count(tree.rejects.len(), "rejected entry")
     );
+    if holds_dicom(input) {
+        return Error::input(
+            input,
+            format!("{found}: this looks like the TCIA download (DICOM files); did you mean --source tcia?"),
+        );
+    }
     let message = match guess(input) {
         Some((what, meant)) => format!(
             "{found}: this looks like {what}; did you mean --input {}?",
@@ -52,6 +58,38 @@ fn guess(input: &Path) -> Option<(&'static str, PathBuf)> {
         }
     }
     None
+}
+
+/// Whether a `.dcm` file lies within four folder levels of `input` (the TCIA layout is
+/// patient/study/series/*.dcm), looking at no more than [`LOOK_BUDGET`] entries.
+fn holds_dicom(input: &Path) -> bool {
+    let mut budget = LOOK_BUDGET;
+    let mut level = vec![input.to_path_buf()];
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for dir in &level {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if budget == 0 {
+                    return false;
+                }
+                budget -= 1;
+                let path = entry.path();
+                if path.is_dir() {
+                    next.push(path);
+                } else if path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("dcm"))
+                {
+                    return true;
+                }
+            }
+        }
+        level = next;
+    }
+    false
 }
 
 /// The folders in `dir`, sorted, taking from `budget` one unit per entry listed.
@@ -102,5 +140,15 @@ mod tests {
             None,
             "the root itself (with no slices) guesses nothing"
         );
+    }
+
+    #[test]
+    fn a_tcia_download_is_recognised_by_its_dicom_files() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!holds_dicom(d.path()));
+        let series = d.path().join("LIDC-IDRI-0001/study/series");
+        std::fs::create_dir_all(&series).unwrap();
+        std::fs::write(series.join("1-001.dcm"), b"x").unwrap();
+        assert!(holds_dicom(d.path()));
     }
 }

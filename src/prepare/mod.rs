@@ -139,7 +139,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
             &pool,
             &input,
             cfg.xml_root.as_deref(),
-            cfg.settings.max_pixels,
+            (cfg.settings.max_pixels, cfg.quiet),
         )?),
     };
     let identity = match &found {

@@ -386,3 +386,65 @@ fn full_slices_with_keep_empty_keep_every_slice_of_every_series() {
     assert!(rows.iter().any(|r| r.mask_pixels == 0));
     assert!(rows.iter().any(|r| r.mask_pixels > 0));
 }
+
+#[test]
+fn the_download_given_without_source_tcia_names_the_flag() {
+    let sb = Sandbox::new();
+    let (tree, _) = tcia_tree(&sb, 1, 4, 64);
+    let run = lungseg([
+        "prepare",
+        "--input",
+        tree.to_str().unwrap(),
+        "--out",
+        sb.path("data").to_str().unwrap(),
+    ])
+    .expect_code(2);
+    assert!(
+        run.stderr.contains("did you mean --source tcia?"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn readings_kept_apart_are_found_with_xml_root() {
+    let sb = Sandbox::new();
+    let (tree, synth_nodules) = tcia_tree(&sb, 2, 16, 128);
+    let xml_dir = sb.path("tcia-lidc-xml/157");
+    std::fs::create_dir_all(&xml_dir).unwrap();
+    let mut moved = 0;
+    for patient in ["LIDC-IDRI-0001", "LIDC-IDRI-0002"] {
+        for study in std::fs::read_dir(tree.join(patient)).unwrap() {
+            let study = study.unwrap().path();
+            if !study.is_dir() {
+                continue;
+            }
+            for series in std::fs::read_dir(&study).unwrap() {
+                let series = series.unwrap().path();
+                for f in std::fs::read_dir(&series).into_iter().flatten() {
+                    let f = f.unwrap().path();
+                    if f.extension().is_some_and(|e| e == "xml") && series.is_dir() {
+                        moved += 1;
+                        std::fs::rename(&f, xml_dir.join(format!("{moved}.xml"))).unwrap();
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(moved, 2);
+    let data = sb.path("data");
+    let run = lungseg([
+        "prepare",
+        "--source",
+        "tcia",
+        "--input",
+        tree.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+    ])
+    .expect_code(2);
+    assert!(run.stderr.contains("pass --xml-root"), "{}", run.stderr);
+    let xml_root = sb.path("tcia-lidc-xml");
+    prepare_tcia(&tree, &data, &["--xml-root", xml_root.to_str().unwrap()]);
+    assert_eq!(nodules(&data).len(), synth_nodules);
+}

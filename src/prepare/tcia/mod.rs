@@ -23,13 +23,14 @@ use rayon::ThreadPool;
 use std::path::Path;
 use std::time::Instant;
 
-/// Lists and reads the download below `input` (and the readings below `xml_root`) on `pool`.
-/// Fails with a usage error when no CT series with a reading is found.
+/// Lists and reads the download below `input` (and the readings below `xml_root`) on `pool`,
+/// with files capped at `max_pixels` and a progress bar unless `quiet`. Fails with a usage error
+/// when no CT series with a reading is found.
 pub fn scan(
     pool: &ThreadPool,
     input: &Path,
     xml_root: Option<&Path>,
-    max_pixels: u64,
+    (max_pixels, quiet): (u64, bool),
 ) -> Result<Plans> {
     let phase = Instant::now();
     let (found, mut rejects) = files::list_files(input, "");
@@ -44,7 +45,7 @@ pub fn scan(
         xml.extend(extra.into_iter().filter(|f| f.is_xml()));
         rejects.extend(extra_rejects);
     }
-    let mut plans = pool.install(|| plan::plan(&other, &xml, max_pixels));
+    let mut plans = pool.install(|| plan::plan(&other, &xml, max_pixels, quiet));
     plans.rejects.splice(0..0, rejects);
     if let Some(root) = xml_root {
         plans

@@ -89,14 +89,20 @@ pub struct Plans {
 type Assembled = (Series, Vec<Reject>, Option<(String, LidcRead)>);
 
 /// Reads the headers of `files` and the readings of `xml_files` on the current rayon pool and
-/// assembles the series plans.
-pub fn plan(files: &[FoundFile], xml_files: &[FoundFile], max_pixels: u64) -> Plans {
+/// assembles the series plans; a progress bar counts the headers unless `quiet`.
+pub fn plan(files: &[FoundFile], xml_files: &[FoundFile], max_pixels: u64, quiet: bool) -> Plans {
     let mut out = Plans::default();
+    let bar = crate::progress::bar(files.len() as u64, "headers", quiet);
     let headers: Vec<(usize, Result<DicomHeader, DicomError>)> = files
         .par_iter()
         .enumerate()
-        .map(|(i, f)| (i, read_header(&f.path, max_pixels)))
+        .map(|(i, f)| {
+            let header = read_header(&f.path, max_pixels);
+            bar.inc(1);
+            (i, header)
+        })
         .collect();
+    bar.finish_and_clear();
     let mut by_series: BTreeMap<String, Vec<SliceFile>> = BTreeMap::new();
     let mut tops: BTreeMap<String, Option<String>> = BTreeMap::new();
     for (i, header) in headers {
