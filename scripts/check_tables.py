@@ -27,6 +27,7 @@ TABLES = [
     ("eval/per_slice.parquet", "per_slice"),
     ("eval/thresholds.parquet", "thresholds"),
     ("nodules.parquet", "nodules"),
+    ("dicom_masks.parquet", "dicom_masks"),
 ]
 
 ARROW = {

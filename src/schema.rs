@@ -55,11 +55,13 @@ pub enum Table {
     Thresholds,
     /// `nodules.parquet` (TCIA source).
     Nodules,
+    /// `dicom_masks.parquet` (predict on DICOM input).
+    DicomMasks,
 }
 
 impl Table {
     /// Every table, in pipeline order.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Slices,
         Table::Manifest,
         Table::Rejects,
@@ -69,6 +71,7 @@ impl Table {
         Table::PerSlice,
         Table::Thresholds,
         Table::Nodules,
+        Table::DicomMasks,
     ];
 
     /// The contract's name: the stem of `schemas/<name>.json`.
@@ -83,6 +86,7 @@ impl Table {
             Table::PerSlice => "per_slice",
             Table::Thresholds => "thresholds",
             Table::Nodules => "nodules",
+            Table::DicomMasks => "dicom_masks",
         }
     }
 
@@ -98,6 +102,7 @@ impl Table {
             Table::PerSlice => include_str!("../schemas/per_slice.json"),
             Table::Thresholds => include_str!("../schemas/thresholds.json"),
             Table::Nodules => include_str!("../schemas/nodules.json"),
+            Table::DicomMasks => include_str!("../schemas/dicom_masks.json"),
         }
     }
 

@@ -15,15 +15,18 @@ pub struct PredictArgs {
     /// A run directory written by `lungseg train`.
     #[arg(long, value_name = "RUN_DIR")]
     pub run: PathBuf,
-    /// A PNG file (8- or 16-bit gray, as prepare reads), or a directory whose *.png files are
-    /// read; every other file there is named as skipped.
+    /// A slice file, or a directory of them: PNG (8- or 16-bit gray, as prepare reads), JPEG,
+    /// or DICOM CT (*.dcm or files starting with the DICOM magic; true HU through the lung
+    /// window). Every other file there is named as skipped.
     #[arg(long, value_name = "PNG|DIR")]
     pub input: PathBuf,
-    /// Also read the *.png files of every subfolder of --input; outputs go to the same
-    /// subfolders under --out. Links to folders are not followed.
+    /// Also read the slice files of every subfolder of --input (a DICOM series folder, a TCIA
+    /// download); outputs go to the same subfolders under --out. Links to folders are not
+    /// followed.
     #[arg(long)]
     pub recursive: bool,
-    /// Where to write <stem>_mask.png, <stem>_overlay.png (and <stem>_prob.png).
+    /// Where to write <stem>_mask.png, <stem>_overlay.png (and <stem>_prob.png); DICOM slices
+    /// use their SOPInstanceUID as the stem and are listed in dicom_masks.parquet.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[command(flatten)]
@@ -35,7 +38,7 @@ pub struct PredictArgs {
     pub checkpoint: CheckpointArg,
     #[command(flatten)]
     pub device: DeviceArg,
-    /// A PNG whose header declares more than N pixels (width x height) fails before it is
+    /// A slice whose header declares more than N pixels (width x height) fails before it is
     /// decoded, and no file is read past what such an image can take. Slices of any size under
     /// the cap run in tiles of bounded memory (the rest grows by ~12 bytes a pixel).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PIXELS)]

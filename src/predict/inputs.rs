@@ -1,8 +1,9 @@
-//! What `predict` reads and where it may write: the input listing (regular PNG files; any other
-//! entry named `*.png` becomes a per-file failure, never an open; every other file is named as
-//! skipped, with the reason), optionally through subfolders, and the check that no output name
-//! lands on an input file.
+//! What `predict` reads and where it may write: the input listing (regular PNG, JPEG and DICOM
+//! files; any other entry with such a name becomes a per-file failure, never an open; every
+//! other file is named as skipped, with the reason), optionally through subfolders, and the check
+//! that no output name lands on an input file.
 
+use super::slice_file::{output_stem, SliceKind};
 use crate::error::{Error, Result};
 use crate::pixels::file_bytes::file_kind;
 use std::collections::HashMap;
@@ -18,44 +19,31 @@ pub struct Input {
     pub folder: PathBuf,
     /// Why it cannot be read (a FIFO, a device, a broken link), or `None` for a regular file.
     pub unusable: Option<String>,
+    /// PNG, JPEG or DICOM.
+    pub kind: SliceKind,
+    /// What its output files are named by: the file stem, or a DICOM slice's SOP instance UID.
+    pub stem: String,
 }
 
-/// What a listing found: the PNG files to read, sorted, and every other entry with the reason
+/// What a listing found: the slice files to read, sorted, and every other entry with the reason
 /// it is not read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
-    /// The PNG files.
+    /// The slice files.
     pub files: Vec<Input>,
     /// Entries that are not read, with why.
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-fn is_png(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-}
+/// Why a file that is not a slice file is not read.
+const NOT_A_SLICE: &str = "not a slice file (predict reads .png, .jpg and DICOM)";
 
-/// Why a file that is not a `.png` is not read.
-fn skip_reason(path: &Path) -> String {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("jpg" | "jpeg") => {
-            "a JPEG; predict reads PNG slices (8- or 16-bit gray), so convert it".into()
-        }
-        Some("dcm") | None => {
-            "not a .png file (DICOM is not read yet; export the slices as PNG)".into()
-        }
-        _ => "not a .png file".into(),
-    }
-}
-
-/// The PNG files to read: the file itself, or a directory's `*.png` entries, and with
+/// The slice files to read: the file itself, or a directory's PNG, JPEG and DICOM entries, and with
 /// `recursive` those of every subfolder too (links to folders are not followed). Entries that
 /// are not regular files (after following links) are listed with the reason, so that they are
 /// reported as failures while the others are processed.
-pub fn list_inputs(input: &Path, recursive: bool) -> Result<Listing> {
+/// DICOM files' output stems come from their headers, read under `max_pixels`.
+pub fn list_inputs(input: &Path, recursive: bool, max_pixels: u64) -> Result<Listing> {
     let meta = std::fs::metadata(input).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::input(input, "not found")
@@ -64,11 +52,16 @@ pub fn list_inputs(input: &Path, recursive: bool) -> Result<Listing> {
         }
     })?;
     if meta.is_file() {
+        let Some(kind) = SliceKind::of(input) else {
+            return Err(Error::input(input, NOT_A_SLICE));
+        };
         return Ok(Listing {
             files: vec![Input {
                 path: input.to_path_buf(),
                 folder: PathBuf::new(),
                 unusable: None,
+                kind,
+                stem: output_stem(input, kind, max_pixels),
             }],
             skipped: Vec::new(),
         });
@@ -77,7 +70,7 @@ pub fn list_inputs(input: &Path, recursive: bool) -> Result<Listing> {
         return Err(Error::input(
             input,
             format!(
-                "{}, not a PNG file or a directory; not read",
+                "{}, not a slice file or a directory; not read",
                 file_kind(&meta.file_type())
             ),
         ));
@@ -100,14 +93,14 @@ pub fn list_inputs(input: &Path, recursive: bool) -> Result<Listing> {
                 }
                 continue;
             }
-            if !is_png(&path) {
+            let Some(kind) = SliceKind::of(&path) else {
                 let reason = match std::fs::metadata(&path) {
                     Ok(m) if m.is_dir() => "a link to a folder; not followed".into(),
-                    _ => skip_reason(&path),
+                    _ => NOT_A_SLICE.to_string(),
                 };
                 listing.skipped.push((path, reason));
                 continue;
-            }
+            };
             let unusable = match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => None,
                 Ok(m) => Some(format!(
@@ -116,10 +109,16 @@ pub fn list_inputs(input: &Path, recursive: bool) -> Result<Listing> {
                 )),
                 Err(e) => Some(e.to_string()),
             };
+            let stem = match unusable {
+                None => output_stem(&path, kind, max_pixels),
+                Some(_) => output_stem(&path, SliceKind::Png, max_pixels),
+            };
             listing.files.push(Input {
                 path,
                 folder: folder.clone(),
                 unusable,
+                kind,
+                stem,
             });
         }
     }
@@ -133,7 +132,7 @@ pub fn list_inputs(input: &Path, recursive: bool) -> Result<Listing> {
         };
         return Err(Error::input(
             input,
-            format!("no .png files in this directory{hint}"),
+            format!("no slice files (.png, .jpg, DICOM) in this directory{hint}"),
         ));
     }
     Ok(listing)
@@ -159,7 +158,7 @@ pub fn check_no_overwrite(
         })
         .collect();
     for input in inputs {
-        for name in outputs(&super::stem_of(&input.path)) {
+        for name in outputs(&input.stem) {
             let target = out_dir.join(&input.folder).join(&name);
             let real = std::fs::canonicalize(&target).unwrap_or_else(|_| target.clone());
             if let Some(victim) = by_real_path.get(&real) {
@@ -182,15 +181,15 @@ mod tests {
     #[test]
     fn lists_png_files_and_names_special_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let err = list_inputs(&dir.path().join("missing"), false).unwrap_err();
+        let err = list_inputs(&dir.path().join("missing"), false, 1 << 24).unwrap_err();
         assert_eq!(err.exit_code(), 2);
-        let err = list_inputs(dir.path(), false).unwrap_err();
-        assert!(err.to_string().contains("no .png files"), "{err}");
+        let err = list_inputs(dir.path(), false, 1 << 24).unwrap_err();
+        assert!(err.to_string().contains("no slice files"), "{err}");
         std::fs::write(dir.path().join("b.PNG"), b"x").unwrap();
         std::fs::write(dir.path().join("a.png"), b"x").unwrap();
         std::fs::write(dir.path().join("c.txt"), b"x").unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("z.png")).unwrap();
-        let listing = list_inputs(dir.path(), false).unwrap();
+        let listing = list_inputs(dir.path(), false, 1 << 24).unwrap();
         let files = &listing.files;
         let got: Vec<(String, bool)> = files
             .iter()
@@ -209,8 +208,8 @@ mod tests {
             .contains("character device"));
         assert_eq!(listing.skipped.len(), 1);
         assert!(listing.skipped[0].0.ends_with("c.txt"));
-        assert_eq!(listing.skipped[0].1, "not a .png file");
-        let err = list_inputs(Path::new("/dev/zero"), false).unwrap_err();
+        assert_eq!(listing.skipped[0].1, NOT_A_SLICE);
+        let err = list_inputs(Path::new("/dev/zero"), false, 1 << 24).unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
 
@@ -222,8 +221,9 @@ mod tests {
         std::fs::write(root.join("top.png"), b"x").unwrap();
         std::fs::write(root.join("p1/n1/s.png"), b"x").unwrap();
         std::fs::write(root.join("p1/scan.jpg"), b"x").unwrap();
+        std::fs::write(root.join("p1/notes.md"), b"x").unwrap();
         std::os::unix::fs::symlink(root.join("p1"), root.join("loop")).unwrap();
-        let flat = list_inputs(root, false).unwrap();
+        let flat = list_inputs(root, false, 1 << 24).unwrap();
         assert_eq!(flat.files.len(), 1);
         let reasons: Vec<&str> = flat.skipped.iter().map(|(_, r)| r.as_str()).collect();
         assert!(
@@ -234,7 +234,7 @@ mod tests {
             reasons.contains(&"a link to a folder; not followed"),
             "{reasons:?}"
         );
-        let deep = list_inputs(root, true).unwrap();
+        let deep = list_inputs(root, true, 1 << 24).unwrap();
         let got: Vec<(PathBuf, PathBuf)> = deep
             .files
             .iter()
@@ -249,18 +249,20 @@ mod tests {
             got,
             vec![
                 (PathBuf::from("p1/n1/s.png"), PathBuf::from("p1/n1")),
+                (PathBuf::from("p1/scan.jpg"), PathBuf::from("p1")),
                 (PathBuf::from("top.png"), PathBuf::new()),
             ]
         );
-        let jpeg = deep
+        assert_eq!(deep.files[1].kind, SliceKind::Jpeg);
+        let notes = deep
             .skipped
             .iter()
-            .find(|(p, _)| p.ends_with("scan.jpg"))
+            .find(|(p, _)| p.ends_with("notes.md"))
             .unwrap();
-        assert!(jpeg.1.contains("JPEG"), "{}", jpeg.1);
+        assert_eq!(notes.1, NOT_A_SLICE);
         // Only a subfolder holds PNGs: without --recursive that is an error with the hint.
         std::fs::remove_file(root.join("top.png")).unwrap();
-        let err = list_inputs(root, false).unwrap_err();
+        let err = list_inputs(root, false, 1 << 24).unwrap_err();
         assert!(err.to_string().contains("--recursive"), "{err}");
     }
 
@@ -269,11 +271,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.png"), b"x").unwrap();
         let names = |stem: &str| vec![format!("{stem}_mask.png")];
-        let inputs = list_inputs(dir.path(), false).unwrap().files;
+        let inputs = list_inputs(dir.path(), false, 1 << 24).unwrap().files;
         // Beside the input, under a new name: allowed.
         check_no_overwrite(&inputs, dir.path(), names).unwrap();
         std::fs::write(dir.path().join("a_mask.png"), b"x").unwrap();
-        let inputs = list_inputs(dir.path(), false).unwrap().files;
+        let inputs = list_inputs(dir.path(), false, 1 << 24).unwrap().files;
         let err = check_no_overwrite(&inputs, dir.path(), names).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(

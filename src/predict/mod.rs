@@ -1,8 +1,10 @@
-//! The `predict` command: runs a trained run's checkpoint on PNG files of any size (8- or
-//! 16-bit, read with the same intensity rules as `prepare`) and writes a 0/255 mask, a red
-//! overlay and optionally a 16-bit probability map per file.
+//! The `predict` command: runs a trained run's checkpoint on slices of any size (8- or 16-bit
+//! PNG read with the same intensity rules as `prepare`, JPEG, or DICOM CT slices in true HU
+//! through the lung window) and writes a 0/255 mask, a red overlay and optionally a 16-bit
+//! probability map per file. DICOM outputs are named by SOP instance UID and listed, with their
+//! series and z, in `dicom_masks.parquet`: the mask series.
 //!
-//! With `--recursive` the PNGs of subfolders are read too, and their outputs go to the same
+//! With `--recursive` the slices of subfolders are read too, and their outputs go to the same
 //! subfolders under `--out`. Every other file in the folders is named as skipped, with why. A
 //! file that cannot be read or decoded is reported (path first) and skipped; the others are
 //! still processed. The report lists the failures; the binary then exits with 1. Only regular
@@ -10,8 +12,10 @@
 //! more pixels are refused before decoding; large slices run through the network in tiles, so
 //! memory grows with the image only by a few bytes a pixel. No output ever replaces an input.
 
+mod dicom_index;
 mod inputs;
 mod png_out;
+mod slice_file;
 
 use crate::data::prepare_record::PrepareSettings;
 use crate::device::DeviceSpec;
@@ -19,15 +23,14 @@ use crate::error::{Error, Result};
 use crate::infer::model::LoadedModel;
 use crate::layout::{DataDir, RunDir};
 use crate::overlay::{prediction_overlay, SCALE};
-use crate::pixels::decode::PngScratch;
-use crate::pixels::file_bytes::read_regular_file;
 use crate::pixels::intensity::{IntensityLut, IntensityRules};
-use crate::pixels::limits::max_file_bytes;
 use crate::run::checkpoint::CheckpointChoice;
 use crate::run::record::read_run_record;
 use crate::run::settings::check_threshold;
-use inputs::{check_no_overwrite, list_inputs};
+use dicom_index::{write_dicom_masks, DicomMask};
+use inputs::{check_no_overwrite, list_inputs, Input};
 use png_out::{write_png_rows, RowFormat};
+use slice_file::{read_slice, Intensities};
 use std::path::{Path, PathBuf};
 
 /// The resolved, validated `predict` config.
@@ -35,9 +38,9 @@ use std::path::{Path, PathBuf};
 pub struct PredictConfig {
     /// Run directory.
     pub run: PathBuf,
-    /// A PNG file, or a directory whose `*.png` files are read.
+    /// A slice file (PNG, JPEG, DICOM), or a directory whose slice files are read.
     pub input: PathBuf,
-    /// Read the `*.png` files of `input`'s subfolders too; outputs mirror the folders.
+    /// Read the slice files of `input`'s subfolders too; outputs mirror the folders.
     pub recursive: bool,
     /// Output directory (created).
     pub out: PathBuf,
@@ -49,7 +52,7 @@ pub struct PredictConfig {
     pub checkpoint: CheckpointChoice,
     /// Inference device.
     pub device: DeviceSpec,
-    /// PNGs declaring more pixels (width x height) fail before they are decoded.
+    /// Slices declaring more pixels (width x height) fail before they are decoded.
     pub max_pixels: u64,
     /// Memory budget of one tile's forward pass, in bytes.
     pub window_bytes: u64,
@@ -90,6 +93,8 @@ pub struct PredictReport {
     pub threshold: f64,
     /// The output directory.
     pub out: PathBuf,
+    /// `dicom_masks.parquet`, when DICOM slices were written.
+    pub dicom_index: Option<PathBuf>,
 }
 
 impl PredictReport {
@@ -105,9 +110,12 @@ impl PredictReport {
         if !self.failed.is_empty() {
             line.push_str(&format!("; {} failed", self.failed.len()));
         }
+        if let Some(index) = &self.dicom_index {
+            line.push_str(&format!("; DICOM masks listed in {}", index.display()));
+        }
         if !self.skipped.is_empty() {
             line.push_str(&format!(
-                "; {} skipped (not PNG files; each named above)",
+                "; {} skipped (not slice files; each named above)",
                 self.skipped.len()
             ));
         }
@@ -131,8 +139,12 @@ pub fn run(cfg: &PredictConfig) -> Result<PredictReport> {
     let run_dir = RunDir::new(&cfg.run);
     let model = LoadedModel::load(&run_dir, cfg.checkpoint, cfg.device)?;
     let threshold = cfg.threshold.unwrap_or(model.threshold());
-    let lut = IntensityLut::new(&intensity_rules(&run_dir)?);
-    let listing = list_inputs(&cfg.input, cfg.recursive)?;
+    let rules = intensity_rules(&run_dir)?;
+    let intensities = Intensities {
+        lut: IntensityLut::new(&rules),
+        rules,
+    };
+    let listing = list_inputs(&cfg.input, cfg.recursive, cfg.max_pixels)?;
     check_no_overwrite(&listing.files, &cfg.out, |stem| cfg.outputs(stem))?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     for (path, why) in &listing.skipped {
@@ -144,21 +156,28 @@ pub fn run(cfg: &PredictConfig) -> Result<PredictReport> {
         skipped: listing.skipped,
         ..PredictReport::default()
     };
+    let mut dicom_masks = Vec::new();
     for input in listing.files {
         let out = cfg.out.join(&input.folder);
-        let outcome = match input.unusable {
-            Some(why) => Err(Error::input(&input.path, why)),
+        let outcome = match &input.unusable {
+            Some(why) => Err(Error::input(&input.path, why.clone())),
             None => std::fs::create_dir_all(&out)
                 .map_err(|e| Error::io(&out, e))
-                .and_then(|()| predict_one(&model, &lut, &input.path, &out, cfg, threshold)),
+                .and_then(|()| predict_one(&model, &intensities, &input, &out, cfg, threshold)),
         };
         match outcome {
-            Ok(()) => report.written.push(input.path),
+            Ok(dicom) => {
+                dicom_masks.extend(dicom);
+                report.written.push(input.path);
+            }
             Err(e) => {
                 tracing::error!("{e}");
                 report.failed.push((input.path, e.to_string()));
             }
         }
+    }
+    if !dicom_masks.is_empty() {
+        report.dicom_index = Some(write_dicom_masks(&cfg.out, dicom_masks)?);
     }
     Ok(report)
 }
@@ -181,37 +200,22 @@ fn intensity_rules(run: &RunDir) -> Result<IntensityRules> {
     Ok(defaults.intensity())
 }
 
-/// The intensities of the PNG at `path` and its (height, width): the file is read only if it is
-/// a regular file no longer than an image of `max_pixels` can be, and decoded only if its
-/// header declares at most `max_pixels`.
-fn read_slice(
-    path: &Path,
-    lut: &IntensityLut,
-    max_pixels: u64,
-) -> Result<(Vec<f32>, (usize, usize))> {
-    let bytes =
-        read_regular_file(path, max_file_bytes(max_pixels)).map_err(|e| Error::io(path, e))?;
-    let mut png = PngScratch::new(max_pixels);
-    let plane = png
-        .decode(&bytes)
-        .map_err(|f| Error::input(path, f.message()))?;
-    Ok((lut.map(plane.samples), (plane.height, plane.width)))
-}
-
-/// Writes the outputs of the slice at `path` into the folder `out`.
+/// Writes the outputs of `input` into the folder `out`; for a DICOM slice, returns its row of
+/// `dicom_masks.parquet`.
 fn predict_one(
     model: &LoadedModel,
-    lut: &IntensityLut,
-    path: &Path,
+    intensities: &Intensities,
+    input: &Input,
     out: &Path,
     cfg: &PredictConfig,
     threshold: f64,
-) -> Result<()> {
-    let (image, (h, w)) = read_slice(path, lut, cfg.max_pixels)?;
-    let probs = model.probabilities(&image, (h, w), cfg.window_bytes)?;
+) -> Result<Option<DicomMask>> {
+    let slice = read_slice(&input.path, input.kind, intensities, cfg.max_pixels)?;
+    let (image, (h, w)) = (&slice.image, slice.size);
+    let probs = model.probabilities(image, (h, w), cfg.window_bytes)?;
     let t = threshold as f32;
     let row = |y: usize| y * w..(y + 1) * w;
-    let names = cfg.outputs(&stem_of(path));
+    let names = cfg.outputs(&input.stem);
     write_png_rows(&out.join(&names[0]), (w, h), RowFormat::Gray8, |y, out| {
         for (o, &p) in out.iter_mut().zip(&probs[row(y)]) {
             *o = if p > t { 255 } else { 0 };
@@ -239,14 +243,12 @@ fn predict_one(
             }
         })?;
     }
-    Ok(())
-}
-
-/// The stem output names are made from.
-fn stem_of(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "input".into())
+    Ok(slice.dicom.map(|header| DicomMask {
+        input: input.path.display().to_string(),
+        header,
+        mask_file: input.folder.join(&names[0]).display().to_string(),
+        mask_pixels: probs.iter().filter(|&&p| p > t).count() as u64,
+    }))
 }
 
 /// A probability as a 16-bit sample: `round(p * 65535)`, clamped.
@@ -269,6 +271,5 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(output_names("a")[0], "a_mask.png");
-        assert_eq!(stem_of(Path::new("/x/b.c.png")), "b.c");
     }
 }

@@ -106,9 +106,11 @@ fn a_large_slice_runs_in_tiles_of_bounded_memory_and_the_next_file_follows() {
     );
 }
 
-/// A folder tree as a user has it: slices in subfolders, 8- and 16-bit PNGs, a JPEG and notes
-/// beside them. `--recursive` reads every PNG and mirrors the folders under `--out`; every other
-/// file is named as skipped, with why; without it the subfolders are named as skipped too.
+/// A folder tree as a user has it: slices in subfolders, 8- and 16-bit PNGs, a JPEG, a DICOM
+/// slice without an extension and notes beside them. `--recursive` reads every slice and mirrors
+/// the folders under `--out`; DICOM outputs are named by SOP instance UID and listed in
+/// `dicom_masks.parquet`; every other file is named as skipped, with why; without it the
+/// subfolders are named as skipped too.
 #[test]
 fn recursive_predict_mirrors_folders_and_names_every_skipped_file() {
     let sb = Sandbox::new();
@@ -116,23 +118,42 @@ fn recursive_predict_mirrors_folders_and_names_every_skipped_file() {
     let input = sb.path("cases");
     write_gray8(&input.join("p1/a.png"), 16, 12, vec![90; 192]);
     write_gray16(&input.join("p2/n1/b.png"), 20, 12, vec![1024; 240]);
-    std::fs::write(input.join("p2/scan.jpg"), b"\xff\xd8\xff").unwrap();
+    image::GrayImage::from_fn(24, 16, |x, y| image::Luma([(x * 8 + y) as u8]))
+        .save(input.join("p2/scan.jpg"))
+        .unwrap();
+    let ct =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/CT_small.dcm");
+    std::fs::create_dir_all(input.join("series")).unwrap();
+    std::fs::copy(&ct, input.join("series/000001")).unwrap();
     std::fs::write(input.join("notes.txt"), b"x").unwrap();
     let out = sb.path("out");
     let r = lungseg(predict_args(&run, &input, &out, &["--recursive"])).ok();
-    assert!(r.stdout.contains("2 of 2 files written"), "{}", r.stdout);
-    assert!(r.stdout.contains("2 skipped"), "{}", r.stdout);
-    for file in ["p1/a_mask.png", "p1/a_overlay.png", "p2/n1/b_mask.png"] {
-        assert!(out.join(file).is_file(), "{file} missing");
+    assert!(r.stdout.contains("4 of 4 files written"), "{}", r.stdout);
+    assert!(r.stdout.contains("1 skipped"), "{}", r.stdout);
+    let sop = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322";
+    for file in [
+        "p1/a_mask.png".to_string(),
+        "p1/a_overlay.png".into(),
+        "p2/n1/b_mask.png".into(),
+        "p2/scan_mask.png".into(),
+        format!("series/{sop}_mask.png"),
+    ] {
+        assert!(out.join(&file).is_file(), "{file} missing");
     }
-    for (name, why) in [("scan.jpg", "a JPEG"), ("notes.txt", "not a .png file")] {
-        let line = r.stderr.lines().find(|l| l.contains(name));
-        assert!(
-            line.is_some_and(|l| l.contains(why)),
-            "{name}: {why:?} not said in\n{}",
-            r.stderr
-        );
-    }
+    let mask = image::open(out.join(format!("series/{sop}_mask.png"))).unwrap();
+    assert_eq!((mask.width(), mask.height()), (128, 128));
+    let index = out.join("dicom_masks.parquet");
+    assert_eq!(strings(&index, Table::DicomMasks, "sop_uid"), [sop]);
+    assert_eq!(
+        strings(&index, Table::DicomMasks, "mask_file"),
+        [format!("series/{sop}_mask.png")]
+    );
+    let line = r.stderr.lines().find(|l| l.contains("notes.txt"));
+    assert!(
+        line.is_some_and(|l| l.contains("not a slice file")),
+        "notes.txt not named as skipped in\n{}",
+        r.stderr
+    );
     // Without --recursive: no PNG at the top, so an error that names the flag.
     let flat = lungseg(predict_args(&run, &input, &sb.path("flat"), &[])).expect_code(2);
     assert!(flat.stderr.contains("--recursive"), "{}", flat.stderr);

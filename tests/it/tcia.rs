@@ -448,3 +448,30 @@ fn readings_kept_apart_are_found_with_xml_root() {
     prepare_tcia(&tree, &data, &["--xml-root", xml_root.to_str().unwrap()]);
     assert_eq!(nodules(&data).len(), synth_nodules);
 }
+
+/// `predict` on a DICOM series (a whole TCIA download, `--recursive`): one mask per slice named
+/// by its SOP instance UID, and `dicom_masks.parquet` listing them in z order: the mask series.
+#[test]
+fn predict_writes_a_mask_series_for_a_dicom_series() {
+    let sb = Sandbox::new();
+    let run = two_step_run(&sb);
+    let (tree, _) = tcia_tree(&sb, 1, 6, 96);
+    let out = sb.path("masks");
+    let r = lungseg(predict_args(&run, &tree, &out, &["--recursive"])).ok();
+    assert!(r.stdout.contains("6 of 6 files written"), "{}", r.stdout);
+    assert!(r.stdout.contains("dicom_masks.parquet"), "{}", r.stdout);
+    let index = out.join("dicom_masks.parquet");
+    let sops = strings(&index, Table::DicomMasks, "sop_uid");
+    let files = strings(&index, Table::DicomMasks, "mask_file");
+    assert_eq!(sops.len(), 6);
+    for (sop, file) in sops.iter().zip(&files) {
+        assert!(file.ends_with(&format!("{sop}_mask.png")), "{file}");
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    // The synthetic series numbers its SOP UIDs by slice from the lowest z: z order is UID order.
+    let last: Vec<u32> = sops
+        .iter()
+        .map(|s| s.rsplit('.').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(last, (1..=6).collect::<Vec<_>>());
+}
