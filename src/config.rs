@@ -54,6 +54,22 @@ pub fn load_stage<T: DeserializeOwned>(stage: Stage, file: Option<&Path>) -> Res
     T::deserialize(table).map_err(|e| toml_error(&origin, &e))
 }
 
+/// `name old -> new` for every setting that differs between two settings structs of a stage
+/// (compared as their JSON form), for "started with different settings (...)" messages.
+pub fn settings_diff<T: serde::Serialize>(old: &T, new: &T) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return vec!["settings".into()];
+    };
+    a.iter()
+        .filter_map(|(key, was)| {
+            let now = b.get(key)?;
+            (was != now).then(|| format!("{key} {was} -> {now}"))
+        })
+        .collect()
+}
+
 fn parse(text: &str, path: &Path) -> Result<toml::Table> {
     text.parse::<toml::Table>()
         .map_err(|e| toml_error(path, &e))

@@ -151,10 +151,15 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
     if let Some(previous) = crate::data::prepare_record::read(&data)? {
         if !cfg.overwrite {
             identity::check_same_input(&data, &previous, &identity)?;
-            if previous.config.settings.output_identity() != cfg.settings.output_identity() {
+            let changed = crate::config::settings_diff(
+                &previous.config.settings.output_identity(),
+                &cfg.settings.output_identity(),
+            );
+            if !changed.is_empty() {
                 return Err(Error::Usage(format!(
-                    "{}: already prepared with different settings; pass --overwrite to rebuild",
-                    data.prepare_record().display()
+                    "{}: already prepared with different settings ({}); pass --overwrite to rebuild",
+                    data.prepare_record().display(),
+                    changed.join(", ")
                 )));
             }
             return Ok(PrepareReport {

@@ -67,7 +67,7 @@ pub fn decide_start(cfg: &TrainConfig, run: &RunDir, data_fingerprint: &str) -> 
 
 /// Refuses to continue a run whose `config.json` holds other settings, naming them.
 fn ensure_same_run(cfg: &TrainConfig, previous: &RunRecord, run: &RunDir) -> Result<()> {
-    let mut changed = settings_diff(&previous.config.settings, &cfg.settings);
+    let mut changed = crate::config::settings_diff(&previous.config.settings, &cfg.settings);
     if previous.config.fold != cfg.fold {
         changed.push(format!("fold {:?} -> {:?}", previous.config.fold, cfg.fold));
     }
@@ -81,21 +81,6 @@ fn ensure_same_run(cfg: &TrainConfig, previous: &RunRecord, run: &RunDir) -> Res
     )))
 }
 
-/// `name old -> new` for every setting that differs.
-fn settings_diff(old: &TrainSettings, new: &TrainSettings) -> Vec<String> {
-    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
-        (serde_json::to_value(old), serde_json::to_value(new))
-    else {
-        return vec!["settings".into()];
-    };
-    a.iter()
-        .filter_map(|(key, was)| {
-            let now = b.get(key)?;
-            (was != now).then(|| format!("{key} {was} -> {now}"))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,11 +90,11 @@ mod tests {
         let old: TrainSettings =
             crate::config::load_stage(crate::config::Stage::Train, None).unwrap();
         let mut new = old.clone();
-        assert!(settings_diff(&old, &new).is_empty());
+        assert!(crate::config::settings_diff(&old, &new).is_empty());
         new.lr = 0.01;
         new.patience = 8;
         assert_eq!(
-            settings_diff(&old, &new),
+            crate::config::settings_diff(&old, &new),
             vec!["lr 0.0001 -> 0.01", "patience 5 -> 8"]
         );
     }

@@ -137,6 +137,26 @@ fn the_download_becomes_nodule_crops_with_readers_as_rater_bits() {
         "{}",
         again.stdout
     );
+    // Another setting is refused, naming it.
+    let other = lungseg([
+        "prepare",
+        "--source",
+        "tcia",
+        "--crop-size",
+        "96",
+        "--input",
+        tree.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+    ])
+    .expect_code(2);
+    assert!(
+        other
+            .stderr
+            .contains("different settings (crop_size 128 -> 96)"),
+        "{}",
+        other.stderr
+    );
 
     // The crops train like the slice tree's: split works on them by patient.
     lungseg(["split", "--data", data.to_str().unwrap()]).ok();
