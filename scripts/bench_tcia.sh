@@ -8,7 +8,7 @@
 #                decodes and writes every slice) against pylidc's Scan.to_volume,
 #                cluster_annotations and Annotation.boolean_mask for every annotation
 #                (scripts/bench_pylidc.py; pylidc's database build is not timed)
-#   memory       peak RSS of prepare for 1, 4 and 8 scans
+#   memory       peak RSS of prepare for 1, 8 and 32 scans
 #
 # Knobs: BENCH_DIR (scratch, default /tmp/lungseg-bench-tcia), BENCH_REPS (default 5).
 set -euo pipefail
@@ -20,7 +20,7 @@ WORK=${BENCH_DIR:-/tmp/lungseg-bench-tcia}
 REPS=${BENCH_REPS:-5}
 PY=$(bash scripts/ensure-tcia-python.sh --bench | tail -1)
 mkdir -p "$WORK"
-for n in 1 4 8; do
+for n in 1 8 32; do
   [ -d "$WORK/tcia-$n" ] || "$BIN" -q synth --format tcia --patients "$n" --slices 130 --size 512 --out "$WORK/tcia-$n"
 done
 
@@ -47,7 +47,7 @@ read -r full2 full2_rss < <(median_run 3 $(prep 1 --full-slices --keep-empty))
 "$PY" scripts/bench_pylidc.py --tree "$WORK/tcia-1" --json "$WORK/pylidc-1.json" --no-check > /dev/null
 for r in 2 3; do "$PY" scripts/bench_pylidc.py --tree "$WORK/tcia-1" --json "$WORK/pylidc-1-$r.json" --no-check > /dev/null; done
 rss_rows=""
-for n in 1 4 8; do
+for n in 1 8 32; do
   read -r w m < <(median_run 1 $(prep "$n"))
   read -r wf mf < <(median_run 1 $(prep "$n" --full-slices --keep-empty))
   rss_rows+="| $n | $(python3 -c "print(f'{$w:.2f} s, {$m:.0f} MB')") | $(python3 -c "print(f'{$wf:.2f} s, {$mf:.0f} MB')") |"$'\n'

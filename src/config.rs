@@ -89,6 +89,19 @@ mod tests {
     use crate::run::settings::TrainSettings;
 
     #[test]
+    fn the_diff_names_each_changed_setting() {
+        let old: TrainSettings = load_stage(Stage::Train, None).unwrap();
+        let mut new = old.clone();
+        assert!(settings_diff(&old, &new).is_empty());
+        new.lr = 0.01;
+        new.patience = 8;
+        assert_eq!(
+            settings_diff(&old, &new),
+            vec!["lr 0.0001 -> 0.01", "patience 5 -> 8"]
+        );
+    }
+
+    #[test]
     fn a_partial_config_overrides_only_the_keys_it_names() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("train.toml");

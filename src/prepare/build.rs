@@ -13,7 +13,7 @@ use crate::prepare::slice::{self, SliceOutcome, SliceScratch};
 use crate::prepare::walk::{self, SliceJob, TreeWalk};
 use rayon::prelude::*;
 use rayon::ThreadPool;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
@@ -58,7 +58,19 @@ pub fn build(
             .unwrap_or_else(PoisonError::into_inner);
         slice::process(job, &lut, &mut scratch)
     };
-    let shards = decode_and_write(cfg, data, (pool, DECODE_BATCH), &jobs, &mut tally, decode)?;
+    let bar = crate::progress::bar(jobs.len() as u64, "prepare", cfg.quiet);
+    let shards = write_through(cfg, data, s.row_group_rows, &mut tally, |sink| {
+        for batch in jobs.chunks(DECODE_BATCH) {
+            let outcomes: Vec<SliceOutcome> =
+                pool.install(|| batch.par_iter().map(&decode).collect());
+            bar.inc(batch.len() as u64);
+            if !sink.send(outcomes) {
+                break; // the writer failed; its error is returned
+            }
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
     tracing::debug!("decode and shards: {:.3}s", phase.elapsed().as_secs_f64());
     tally.finish(data, shards)
 }
@@ -91,6 +103,11 @@ impl Tally {
             rejects,
             manifest: Vec::new(),
         }
+    }
+
+    /// Rejects recorded so far.
+    pub fn rejects_len(&self) -> usize {
+        self.rejects.len()
     }
 
     /// Writes the manifest and the rejects table; returns the final counts, with the shards'
@@ -161,45 +178,73 @@ pub(crate) fn batch_for(pixels: usize, threads: usize) -> usize {
     (DECODE_BATCH * 128 * 128 / pixels.max(1)).clamp((2 * threads).min(DECODE_BATCH), DECODE_BATCH)
 }
 
-/// Decodes `jobs` in batches of `batch` on `pool` with `decode` while a writer thread encodes
-/// and compresses the previous batch into shards; record positions are known up front because
-/// shards hold exactly `shard_rows` rows. Returns (shards, bytes) from the writer.
-pub(crate) fn decode_and_write<J: Sync>(
+/// Row groups (the unit the trainer streams) for decode batches of `batch` slices: they shrink
+/// with the batch for large slices, so that one stays a few MiB.
+pub(crate) fn row_group_rows_for(row_group_rows: usize, batch: usize) -> usize {
+    (row_group_rows * batch / DECODE_BATCH).max(1)
+}
+
+/// Where decoded slices go while [`write_through`] runs: counted and kept by the tally, then sent
+/// to the shard writer thread.
+pub(crate) struct ShardSink<'a> {
+    tally: &'a mut Tally,
+    settings: &'a PrepareSettings,
+    tx: SyncSender<Vec<SliceRecord>>,
+}
+
+impl ShardSink<'_> {
+    /// Counts `outcomes` and passes the kept records to the writer; false once the writer has
+    /// failed (its error is what [`write_through`] returns).
+    pub fn send(&mut self, outcomes: Vec<SliceOutcome>) -> bool {
+        let kept: Vec<SliceRecord> = outcomes
+            .into_iter()
+            .filter_map(|o| self.tally.keep(o, self.settings))
+            .collect();
+        self.tx.send(kept).is_ok()
+    }
+
+    /// Records rejects found on the way (logged now).
+    pub fn reject(&mut self, rejects: Vec<Reject>) {
+        rejects.iter().for_each(Reject::log);
+        self.tally.rejects.extend(rejects);
+    }
+
+    /// The counts so far, for the producer's own tallies.
+    pub fn counts(&mut self) -> &mut PrepareCounts {
+        &mut self.tally.counts
+    }
+}
+
+/// Runs `produce`, which decodes slices (on the caller's pool) and hands them to the sink, while
+/// a writer thread encodes and compresses the previous batch into shards of row groups of
+/// `row_group_rows`; record positions are known up front because shards hold exactly
+/// `shard_rows` rows. Returns (shards, bytes) from the writer, or `produce`'s error.
+pub(crate) fn write_through(
     cfg: &PrepareConfig,
     data: &DataDir,
-    (pool, batch): (&ThreadPool, usize),
-    jobs: &[J],
+    row_group_rows: usize,
     tally: &mut Tally,
-    decode: impl Fn(&J) -> SliceOutcome + Sync,
+    produce: impl FnOnce(&mut ShardSink<'_>) -> Result<()>,
 ) -> Result<(usize, u64)> {
     let s = &cfg.settings;
-    // Row groups (the unit the trainer streams) shrink with the batch for large slices, so that
-    // one stays a few MiB.
-    let row_group_rows = (s.row_group_rows * batch / DECODE_BATCH).max(1);
-    let bar = crate::progress::bar(jobs.len() as u64, "prepare", cfg.quiet);
     std::thread::scope(|scope| -> Result<(usize, u64)> {
         let (tx, rx) = sync_channel::<Vec<SliceRecord>>(1);
         let writer = std::thread::Builder::new()
             .name("prepare-shards".into())
             .spawn_scoped(scope, move || write_shards(data, s, row_group_rows, rx))
             .map_err(|e| Error::io(data.shards_dir(), e))?;
-        for batch in jobs.chunks(batch.max(1)) {
-            let outcomes: Vec<SliceOutcome> =
-                pool.install(|| batch.par_iter().map(&decode).collect());
-            let kept: Vec<SliceRecord> = outcomes
-                .into_iter()
-                .filter_map(|o| tally.keep(o, s))
-                .collect();
-            bar.inc(batch.len() as u64);
-            if tx.send(kept).is_err() {
-                break; // the writer failed; its error is returned below
-            }
-        }
-        drop(tx);
-        bar.finish_and_clear();
-        writer
+        let mut sink = ShardSink {
+            tally,
+            settings: s,
+            tx,
+        };
+        let produced = produce(&mut sink);
+        drop(sink);
+        let written = writer
             .join()
-            .map_err(|_| Error::input(data.shards_dir(), "the shard writer thread panicked"))?
+            .map_err(|_| Error::input(data.shards_dir(), "the shard writer thread panicked"))?;
+        produced?;
+        written
     })
 }
 

@@ -73,8 +73,8 @@ impl PrepareReport {
 enum Found {
     /// The PNG slice tree's walk.
     Slices(walk::TreeWalk),
-    /// The TCIA download's series plans.
-    Tcia(tcia::plan::Plans),
+    /// The TCIA download, listed.
+    Tcia(tcia::Download),
 }
 
 /// Refuses inputs that cannot work, before any output is touched; returns the input's canonical
@@ -135,16 +135,11 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareReport> {
             }
             Found::Slices(tree)
         }
-        Source::Tcia => Found::Tcia(tcia::scan(
-            &pool,
-            &input,
-            cfg.xml_root.as_deref(),
-            (cfg.settings.max_pixels, cfg.quiet),
-        )?),
+        Source::Tcia => Found::Tcia(tcia::scan(&pool, &input, cfg.xml_root.as_deref())?),
     };
     let identity = match &found {
         Found::Slices(tree) => identity::identity(&input, tree),
-        Found::Tcia(plans) => identity::of_listing(&input, &plans.listing, plans.files),
+        Found::Tcia(download) => identity::of_listing(&input, &download.listing, download.files),
     };
     let data = DataDir::new(&cfg.out);
     let _lock = DirLock::acquire(data.root(), "prepare --out")?;
@@ -204,7 +199,7 @@ fn write_outputs(
     std::fs::create_dir_all(data.shards_dir()).at(data.shards_dir())?;
     let counts = match found {
         Found::Slices(tree) => build::build(cfg, data, pool, tree)?,
-        Found::Tcia(plans) => tcia::build(cfg, data, pool, plans)?,
+        Found::Tcia(download) => tcia::build(cfg, data, pool, download)?,
     };
     let counts = PrepareCounts {
         seconds: started.elapsed().as_secs_f64(),

@@ -68,6 +68,8 @@ pub enum RejectReason {
     ContourWithoutSlice,
     /// TCIA: a fifth or later reading session (the rater bits hold four readers).
     TooManyReaders,
+    /// TCIA: a CT series met again in another folder (a copied folder); the first is used.
+    DuplicateSeries,
 }
 
 impl From<&crate::pixels::dicom::DicomError> for RejectReason {
@@ -116,6 +118,7 @@ impl RejectReason {
             RejectReason::SeriesWithoutXml => "series_without_xml",
             RejectReason::ContourWithoutSlice => "contour_without_slice",
             RejectReason::TooManyReaders => "too_many_readers",
+            RejectReason::DuplicateSeries => "duplicate_series",
         }
     }
 }

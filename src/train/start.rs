@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::json::read_json;
 use crate::layout::RunDir;
 use crate::run::record::RunRecord;
-use crate::run::settings::{TrainConfig, TrainSettings};
+use crate::run::settings::TrainConfig;
 use crate::train::commit::recover;
 use crate::train::state::TrainState;
 
@@ -79,23 +79,4 @@ fn ensure_same_run(cfg: &TrainConfig, previous: &RunRecord, run: &RunDir) -> Res
         run.config().display(),
         changed.join(", ")
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_diff_names_each_changed_setting() {
-        let old: TrainSettings =
-            crate::config::load_stage(crate::config::Stage::Train, None).unwrap();
-        let mut new = old.clone();
-        assert!(crate::config::settings_diff(&old, &new).is_empty());
-        new.lr = 0.01;
-        new.patience = 8;
-        assert_eq!(
-            crate::config::settings_diff(&old, &new),
-            vec!["lr 0.0001 -> 0.01", "patience 5 -> 8"]
-        );
-    }
 }

@@ -228,6 +228,17 @@ fn bad_files_become_rejects_and_the_rest_is_prepared() {
     .replacen("<imageSOP_UID>", "<imageSOP_UID>7.", 1);
     std::fs::write(&xml, moved).unwrap();
 
+    // A copy of a whole patient folder: its series are met again.
+    let copy = tree.join("LIDC-IDRI-0002-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    let original = series_dir("LIDC-IDRI-0002");
+    let copied = copy.join("study/series");
+    std::fs::create_dir_all(&copied).unwrap();
+    for f in std::fs::read_dir(&original).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, copied.join(f.file_name().unwrap())).unwrap();
+    }
+
     let data = sb.path("data");
     let run = prepare_tcia(&tree, &data, &[]);
     assert!(run.stdout.contains("kept"), "{}", run.stdout);
@@ -240,6 +251,7 @@ fn bad_files_become_rejects_and_the_rest_is_prepared() {
         "xml_without_series",
         "duplicate_xml",
         "contour_without_slice",
+        "duplicate_series",
     ] {
         assert!(reasons.contains(want), "no {want} in {rejects:?}");
     }
@@ -256,6 +268,10 @@ fn bad_files_become_rejects_and_the_rest_is_prepared() {
     assert_eq!(named("broken.xml"), "xml_malformed");
     assert_eq!(named("orphan.xml"), "xml_without_series");
     assert_eq!(named("zz-second.xml"), "duplicate_xml");
+    assert_eq!(
+        named("LIDC-IDRI-0002-copy/study/series"),
+        "duplicate_series"
+    );
     assert!(!read_shards(&data).is_empty());
 }
 

@@ -1,22 +1,18 @@
-//! From the files of a TCIA download to one plan per CT series: its z-sorted slices, each reader's
-//! outlines as masks, and the nodules (clusters of outlines). Headers and XML are read here, in
-//! parallel; no pixel is decoded.
+//! From one patient folder of a TCIA download to one plan per CT series: its z-sorted slices,
+//! each reader's outlines as masks, and the nodules (clusters of outlines). Headers are read
+//! here, in parallel; no pixel is decoded.
 
 use crate::data::fusion::RATERS;
 use crate::pixels::dicom::{read_header, DicomError, DicomHeader};
-use crate::pixels::file_bytes::read_regular_file;
 use crate::prepare::reject::{Reject, RejectReason, TreePlace};
 use crate::prepare::tcia::cluster::{cluster, OutlinePoints};
 use crate::prepare::tcia::files::FoundFile;
-use crate::prepare::tcia::lidc_xml::{self, Characteristics, LidcRead, ReadMessage};
+use crate::prepare::tcia::lidc_xml::{Characteristics, LidcRead};
 use crate::prepare::tcia::outline::{outline_mask, Contour, OutlineMask};
+use crate::prepare::tcia::readings::ReadingIndex;
 use crate::prepare::tcia::series::{Series, SliceFile};
 use rayon::prelude::*;
-use std::collections::BTreeMap;
-use std::fmt::Write;
-
-/// XML files longer than this are not read (the largest LIDC reading is ~2 MB).
-const MAX_XML_BYTES: u64 = 256 << 20;
+use std::collections::{BTreeMap, HashSet};
 
 /// One reader's outline of one nodule, as a mask on the series' slices.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,52 +57,51 @@ pub struct PlanCounts {
     pub other_modality: usize,
     /// Files that are neither DICOM nor XML (READMEs, licences), skipped.
     pub stray: usize,
-    /// LIDC CT readings read.
-    pub readings: usize,
-    /// Chest X-ray readings (`IdriReadMessage`), skipped.
-    pub chest_xray_readings: usize,
     /// Nodules under 3 mm (a single point) and non-nodules: marked, but no mask.
     pub unoutlined_marks: usize,
 }
 
-/// What [`plan`] returns.
+impl PlanCounts {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &PlanCounts) {
+        self.ct_slices += other.ct_slices;
+        self.other_modality += other.other_modality;
+        self.stray += other.stray;
+        self.unoutlined_marks += other.unoutlined_marks;
+    }
+}
+
+/// What [`plan_patient`] returns.
 #[derive(Debug, Default)]
-pub struct Plans {
-    /// One plan per CT series with a reading, sorted by patient and series UID.
+pub struct PatientPlan {
+    /// One plan per CT series with a reading, sorted by series UID.
     pub series: Vec<SeriesPlan>,
     /// Unusable files and readings.
     pub rejects: Vec<Reject>,
     /// What was found.
     pub counts: PlanCounts,
-    /// Every used file with its size and every reject with its reason, one per line: hashed into
-    /// the input's identity.
-    pub listing: String,
-    /// DICOM and XML files found.
-    pub files: usize,
 }
 
 /// A series with its rejects so far and the reading chosen for it (shown path, reading).
 type Assembled = (Series, Vec<Reject>, Option<(String, LidcRead)>);
 
-/// Reads the headers of `files` and the readings of `xml_files` on the current rayon pool and
-/// assembles the series plans; a progress bar counts the headers unless `quiet`.
-pub fn plan(files: &[FoundFile], xml_files: &[FoundFile], max_pixels: u64, quiet: bool) -> Plans {
-    let mut out = Plans::default();
-    let bar = crate::progress::bar(files.len() as u64, "headers", quiet);
-    let headers: Vec<(usize, Result<DicomHeader, DicomError>)> = files
+/// Reads the headers of one patient folder's `files` on the current rayon pool and plans its CT
+/// series with their readings from `readings`. `seen` holds the series UIDs planned before: a
+/// series met again (a copy of a folder) is rejected, not written twice. Memory is one patient's:
+/// a whole download is planned and written patient by patient.
+pub fn plan_patient(
+    files: Vec<FoundFile>,
+    readings: &mut ReadingIndex,
+    seen: &mut HashSet<String>,
+    max_pixels: u64,
+) -> PatientPlan {
+    let mut out = PatientPlan::default();
+    let headers: Vec<Result<DicomHeader, DicomError>> = files
         .par_iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let header = read_header(&f.path, max_pixels);
-            bar.inc(1);
-            (i, header)
-        })
+        .map(|f| read_header(&f.path, max_pixels))
         .collect();
-    bar.finish_and_clear();
-    let mut by_series: BTreeMap<String, Vec<SliceFile>> = BTreeMap::new();
-    let mut tops: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for (i, header) in headers {
-        let f = &files[i];
+    let mut by_series: BTreeMap<String, (Option<String>, Vec<SliceFile>)> = BTreeMap::new();
+    for (f, header) in files.into_iter().zip(headers) {
         match header {
             Err(DicomError::NoFileMeta) if !f.is_dcm() => out.counts.stray += 1,
             Err(e) => out.rejects.push(Reject::unlogged(
@@ -116,81 +111,58 @@ pub fn plan(files: &[FoundFile], xml_files: &[FoundFile], max_pixels: u64, quiet
                 e.to_string(),
             )),
             Ok(h) if !h.modality.eq_ignore_ascii_case("CT") => out.counts.other_modality += 1,
-            Ok(h) => {
+            Ok(mut h) => {
                 out.counts.ct_slices += 1;
-                let _ = writeln!(out.listing, "dicom\t{}\t{}", f.shown, f.len);
-                tops.entry(h.series_uid.clone()).or_insert(f.top.clone());
-                by_series
-                    .entry(h.series_uid.clone())
-                    .or_default()
-                    .push(SliceFile {
-                        path: f.path.clone(),
-                        shown: f.shown.clone(),
-                        header: h,
-                    });
+                // The series key and the per-series strings are kept once, not per slice.
+                let series_uid = std::mem::take(&mut h.series_uid);
+                h.study_uid = String::new();
+                h.modality = String::new();
+                let entry = by_series
+                    .entry(series_uid)
+                    .or_insert((f.top.clone(), Vec::new()));
+                entry.1.push(SliceFile {
+                    path: f.path,
+                    shown: f.shown,
+                    header: h,
+                });
             }
         }
     }
-    let readings = read_readings(xml_files, &mut out);
-    let mut readings_by_series: BTreeMap<String, Vec<(String, LidcRead)>> = BTreeMap::new();
-    for (shown, read) in readings {
-        readings_by_series
-            .entry(read.series_uid.clone())
-            .or_default()
-            .push((shown, read));
-    }
-    for (uid, list) in &readings_by_series {
-        if !by_series.contains_key(uid) {
-            for (shown, _) in list {
-                out.rejects.push(Reject::unlogged(
-                    shown.clone(),
-                    TreePlace::default(),
-                    RejectReason::XmlWithoutSeries,
-                    format!("a reading of series {uid}, which is not in the input"),
-                ));
-            }
+    let mut assembled: Vec<Assembled> = Vec::new();
+    for (uid, (top, files)) in by_series {
+        let (series, left_out) = Series::assemble(uid.clone(), &top.unwrap_or_default(), files);
+        let place = TreePlace {
+            patient_id: Some(series.patient_id.clone()),
+            ..TreePlace::default()
+        };
+        if !seen.insert(uid.clone()) {
+            out.rejects.push(Reject::unlogged(
+                series_folder(&series),
+                place,
+                RejectReason::DuplicateSeries,
+                format!("CT series {uid} was met before in another folder; this copy is left out"),
+            ));
+            continue;
         }
+        let mut rejects: Vec<Reject> = left_out
+            .into_iter()
+            .map(|l| Reject::unlogged(l.file.shown.clone(), place.clone(), l.reason, l.detail))
+            .collect();
+        let (chosen, duplicates) = readings.take(&uid, &place);
+        rejects.extend(duplicates);
+        if chosen.is_none() {
+            rejects.push(Reject::unlogged(
+                series_folder(&series),
+                place,
+                RejectReason::SeriesWithoutXml,
+                format!(
+                    "CT series {uid} ({} slices) has no reading (XML); it gives no masks",
+                    series.slices.len()
+                ),
+            ));
+        }
+        assembled.push((series, rejects, chosen));
     }
-    let assembled: Vec<Assembled> = by_series
-        .into_iter()
-        .map(|(uid, files)| {
-            let top = tops.get(&uid).cloned().flatten().unwrap_or_default();
-            let (series, left_out) = Series::assemble(uid.clone(), &top, files);
-            let place = TreePlace {
-                patient_id: Some(series.patient_id.clone()),
-                ..TreePlace::default()
-            };
-            let mut rejects: Vec<Reject> = left_out
-                .into_iter()
-                .map(|l| Reject::unlogged(l.file.shown.clone(), place.clone(), l.reason, l.detail))
-                .collect();
-            let mut list = readings_by_series.remove(&uid).unwrap_or_default();
-            let chosen = if list.is_empty() {
-                rejects.push(Reject::unlogged(
-                    series_folder(&series),
-                    place,
-                    RejectReason::SeriesWithoutXml,
-                    format!(
-                        "CT series {uid} ({} slices) has no reading (XML); it gives no masks",
-                        series.slices.len()
-                    ),
-                ));
-                None
-            } else {
-                let first = list.remove(0);
-                for (shown, _) in list {
-                    rejects.push(Reject::unlogged(
-                        shown,
-                        place.clone(),
-                        RejectReason::DuplicateXml,
-                        format!("a second reading of series {uid}; {} is used", first.0),
-                    ));
-                }
-                Some(first)
-            };
-            (series, rejects, chosen)
-        })
-        .collect();
     let planned: Vec<(Option<SeriesPlan>, Vec<Reject>, usize)> = assembled
         .into_par_iter()
         .map(|(series, mut rejects, chosen)| match chosen {
@@ -207,50 +179,7 @@ pub fn plan(files: &[FoundFile], xml_files: &[FoundFile], max_pixels: u64, quiet
         out.series.extend(plan);
     }
     name_series(&mut out.series);
-    out.series.sort_by(|a, b| {
-        (&a.series.patient_id, &a.series.uid).cmp(&(&b.series.patient_id, &b.series.uid))
-    });
-    for r in &out.rejects {
-        let _ = writeln!(out.listing, "reject\t{}\t{}", r.path, r.reason.code());
-    }
-    out.files = files.len() + xml_files.len();
     out
-}
-
-/// Reads and parses the XML files in parallel, counting and rejecting as it goes; returns the CT
-/// readings with their shown paths, in path order.
-fn read_readings(xml_files: &[FoundFile], out: &mut Plans) -> Vec<(String, LidcRead)> {
-    let parsed: Vec<Result<ReadMessage, (RejectReason, String)>> = xml_files
-        .par_iter()
-        .map(|f| {
-            let bytes = read_regular_file(&f.path, MAX_XML_BYTES)
-                .map_err(|e| (RejectReason::IoError, e.to_string()))?;
-            let text = String::from_utf8_lossy(&bytes);
-            lidc_xml::parse(&text).map_err(|e| {
-                let reason = match e {
-                    lidc_xml::XmlError::Malformed(_) => RejectReason::XmlMalformed,
-                    lidc_xml::XmlError::NotLidc(_) => RejectReason::XmlNotLidc,
-                };
-                (reason, e.to_string())
-            })
-        })
-        .collect();
-    let mut readings = Vec::new();
-    for (f, result) in xml_files.iter().zip(parsed) {
-        match result {
-            Ok(ReadMessage::Ct(read)) => {
-                out.counts.readings += 1;
-                let _ = writeln!(out.listing, "xml\t{}\t{}", f.shown, f.len);
-                readings.push((f.shown.clone(), read));
-            }
-            Ok(ReadMessage::ChestXray) => out.counts.chest_xray_readings += 1,
-            Err((reason, detail)) => {
-                out.rejects
-                    .push(Reject::unlogged(f.shown.clone(), f.place(), reason, detail))
-            }
-        }
-    }
-    readings
 }
 
 /// The folder of a series' first slice, as shown in tables.

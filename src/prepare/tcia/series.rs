@@ -3,6 +3,7 @@
 
 use crate::pixels::dicom::DicomHeader;
 use crate::prepare::reject::RejectReason;
+use crate::rng::fnv1a64;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -36,7 +37,10 @@ pub struct Series {
     /// Rows and columns of every slice.
     pub rows: usize,
     pub columns: usize,
-    sop_index: HashMap<String, usize>,
+    /// FNV-1a hash of each slice's SOP instance UID → its index (hashes, not copies of the UIDs,
+    /// keep a download's plans small; a 64-bit collision between two slices of one series is
+    /// not a practical concern).
+    sop_index: HashMap<u64, usize>,
 }
 
 /// A slice left out of its series, with why.
@@ -129,7 +133,7 @@ impl Series {
         let sop_index = slices
             .iter()
             .enumerate()
-            .map(|(k, s)| (s.header.sop_uid.clone(), k))
+            .map(|(k, s)| (fnv1a64(s.header.sop_uid.as_bytes()), k))
             .collect();
         let series = Self {
             uid,
@@ -148,7 +152,7 @@ impl Series {
     /// The slice a contour lies on: the one with its SOP instance UID, else the nearest z within
     /// half a slice spacing (a quarter millimetre when the series has one slice).
     pub fn slice_of(&self, sop_uid: &str, z: f64) -> Option<usize> {
-        if let Some(&k) = self.sop_index.get(sop_uid) {
+        if let Some(&k) = self.sop_index.get(&fnv1a64(sop_uid.as_bytes())) {
             return Some(k);
         }
         let nearest = self.slices.iter().enumerate().min_by(|a, b| {
