@@ -24,17 +24,19 @@ for n in 1 8 32; do
   [ -d "$WORK/tcia-$n" ] || "$BIN" -q synth --format tcia --patients "$n" --slices 130 --size 512 --out "$WORK/tcia-$n"
 done
 
-# median_run NAME REPS CMD...: runs CMD REPS times under /usr/bin/time; prints "wall_s rss_mb"
-# (median wall, largest RSS).
+# median_run REPS CMD...: runs CMD REPS times; prints "median_wall_s peak_rss_mb" (wall by
+# perf_counter, since these runs take tens of milliseconds; RSS the largest of the runs).
 median_run() {
-  local reps=$1; shift
-  local walls=() rss=0
-  for _ in $(seq "$reps"); do
-    /usr/bin/time -f '%e %M' -o "$WORK/time.txt" "$@" > /dev/null 2> "$WORK/last.err"
-    read -r w m < "$WORK/time.txt"
-    walls+=("$w"); [ "$m" -gt "$rss" ] && rss=$m
-  done
-  python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[2:])), int(sys.argv[1]) / 1024)" "$rss" "${walls[@]}"
+  python3 - "$@" <<'PY'
+import resource, statistics, subprocess, sys, time
+reps, cmd = int(sys.argv[1]), sys.argv[2:]
+walls = []
+for _ in range(reps):
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    walls.append(time.perf_counter() - t)
+print(statistics.median(walls), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+PY
 }
 
 # prep N ARGS...: the prepare command line for the N-scan download.
