@@ -149,6 +149,19 @@ fn evaluation_table(md: &mut String, e: &EvalSummary) {
     ];
     for (name, value) in rows {
         let _ = writeln!(md, "| {name} | {value} |");
+        if name == "nodule recall" {
+            // By size band, from nodules.parquet (TCIA source only).
+            for b in &e.nodule_recall_by_size {
+                let _ = writeln!(
+                    md,
+                    "| nodule recall, {} | {} ({} of {}) |",
+                    b.band,
+                    fmt3(b.recall),
+                    b.detected,
+                    b.nodules
+                );
+            }
+        }
     }
 }
 

@@ -214,3 +214,37 @@ fn a_large_model_falling_back_to_the_cpu_warns_with_the_projected_time() {
     let small = train("8", "small");
     assert!(!small.stderr.contains("no GPU found"), "{}", small.stderr);
 }
+
+#[test]
+fn check_tables_on_a_folder_without_tables_fails() {
+    if !python_has(&["polars", "pyarrow"]) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_tables.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(sb.root())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no lungseg tables"), "{said}");
+}
+
+#[test]
+fn a_run_started_with_other_settings_names_them() {
+    let sb = Sandbox::new();
+    let data = dataset(&sb, 3, 5, &[]);
+    let run = sb.path("run");
+    let steps = ["--max-epochs", "1", "--max-steps-per-epoch", "1"];
+    train_tiny(&data, &run, &steps).ok();
+    let again = train_tiny(&data, &run, &[&steps[..], &["--lr", "0.01"]].concat()).expect_code(2);
+    assert!(
+        again
+            .stderr
+            .contains("started with different settings (lr 0.003 -> 0.01)"),
+        "{}",
+        again.stderr
+    );
+}

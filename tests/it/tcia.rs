@@ -408,6 +408,14 @@ fn eval_reports_nodule_recall_by_size_band_from_nodules_parquet() {
         assert!(["<6mm", "6-10mm", ">10mm"].contains(&name));
         assert!(eval.stdout.contains(name), "{}", eval.stdout);
     }
+    // The report shows them under nodule recall, and ends with the next steps.
+    lungseg(["report", "--runs", sb.root().to_str().unwrap()]).ok();
+    let md = std::fs::read_to_string(sb.path("report/report.md")).unwrap();
+    for b in bands {
+        let row = format!("| nodule recall, {} |", b["band"].as_str().unwrap());
+        assert!(md.contains(&row), "{row} missing from\n{md}");
+    }
+    assert!(md.contains("## Next steps"), "{md}");
 }
 
 #[test]
