@@ -98,8 +98,15 @@ impl PrepareSettings {
         if self.max_pixels == 0 {
             return Err(Error::Usage("max_pixels must be positive".into()));
         }
-        if self.crop_size == 0 {
-            return Err(Error::Usage("crop_size must be positive".into()));
+        let crops = self.source == Source::Tcia && !self.full_slices;
+        if self.crop_size == 0
+            || self.crop_size > 4096
+            || (crops && (self.crop_size * self.crop_size) as u64 > self.max_pixels)
+        {
+            return Err(Error::Usage(format!(
+                "crop_size must be between 1 and 4096, and its square at most max_pixels ({}); got {}",
+                self.max_pixels, self.crop_size
+            )));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! `prepare --source tcia` and `predict`. Only uncompressed little-endian files are read; anything
 //! else is a [`DicomError`], which `prepare` records as a reject and `predict` as a skipped file.
 
+use crate::pixels::dicom_walk::{walk, Walk, WalkError};
 use crate::pixels::file_bytes::{open_nonblocking, read_regular_file};
 use crate::pixels::limits::{max_file_bytes, too_large_message, too_many_pixels};
 use dicom_dictionary_std::tags;
@@ -76,11 +77,10 @@ pub struct DicomHeader {
 }
 
 /// Reads the header of the DICOM file at `path` (not its pixels). Reads the first 64 KiB, and
-/// the whole file only when the header is longer.
+/// the whole file (under the `max_pixels` cap) only when the pixel data does not start in them.
 pub fn read_header(path: &Path, max_pixels: u64) -> Result<DicomHeader, DicomError> {
-    let io = |e: std::io::Error| DicomError::Io(e.to_string());
-    let mut file = open_nonblocking(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
+    let mut file = open_nonblocking(path).map_err(io_error)?;
+    let meta = file.metadata().map_err(io_error)?;
     if !meta.is_file() {
         return Err(DicomError::Io("not a regular file; not read".into()));
     }
@@ -88,13 +88,14 @@ pub fn read_header(path: &Path, max_pixels: u64) -> Result<DicomHeader, DicomErr
     (&mut file)
         .take(HEADER_PREFIX as u64)
         .read_to_end(&mut prefix)
-        .map_err(io)?;
-    let object = match parse(&prefix, Some(tags::PIXEL_DATA)) {
-        Err(DicomError::Parse(_)) if meta.len() > prefix.len() as u64 => {
-            let whole = read_regular_file(path, max_file_bytes(max_pixels)).map_err(io)?;
-            parse(&whole, Some(tags::PIXEL_DATA))?
-        }
-        other => other?,
+        .map_err(io_error)?;
+    let walked = check(&prefix, meta.len())?;
+    let object = if walked.pixel_data_at.is_none() && meta.len() > prefix.len() as u64 {
+        let whole = read_regular_file(path, max_file_bytes(max_pixels)).map_err(io_error)?;
+        check(&whole, whole.len() as u64)?;
+        parse(&whole, Some(tags::PIXEL_DATA))?
+    } else {
+        parse(&prefix, Some(tags::PIXEL_DATA))?
     };
     header_of(&object, max_pixels)
 }
@@ -102,8 +103,8 @@ pub fn read_header(path: &Path, max_pixels: u64) -> Result<DicomHeader, DicomErr
 /// The slice's pixels in Hounsfield units (stored value × `RescaleSlope` + `RescaleIntercept`),
 /// row-major, with its header.
 pub fn read_hu(path: &Path, max_pixels: u64) -> Result<(DicomHeader, Vec<f32>), DicomError> {
-    let bytes = read_regular_file(path, max_file_bytes(max_pixels))
-        .map_err(|e| DicomError::Io(e.to_string()))?;
+    let bytes = read_regular_file(path, max_file_bytes(max_pixels)).map_err(io_error)?;
+    check(&bytes, bytes.len() as u64)?;
     let object = parse(&bytes, None)?;
     let header = header_of(&object, max_pixels)?;
     let decoded = object
@@ -121,7 +122,20 @@ pub fn read_hu(path: &Path, max_pixels: u64) -> Result<(DicomHeader, Vec<f32>), 
             header.columns
         )));
     }
+    if hu.iter().any(|v| !v.is_finite()) {
+        return Err(DicomError::Pixels(
+            "non-finite HU (a RescaleSlope or RescaleIntercept that is not a number)".into(),
+        ));
+    }
     Ok((header, hu))
+}
+
+/// An I/O error as a [`DicomError`]: a file over the size cap is `TooLarge`.
+fn io_error(e: std::io::Error) -> DicomError {
+    match e.kind() {
+        std::io::ErrorKind::FileTooLarge => DicomError::TooLarge(e.to_string()),
+        _ => DicomError::Io(e.to_string()),
+    }
 }
 
 /// Whether `bytes` start like a DICOM part-10 file.
@@ -129,11 +143,24 @@ pub fn has_dicom_magic(bytes: &[u8]) -> bool {
     bytes.get(PREAMBLE..PREAMBLE + 4) == Some(b"DICM")
 }
 
-/// Parses a part-10 file held in `bytes`, stopping before `until` when given.
+/// Walks the element headers of `bytes` (of a file of `file_len` bytes) before any parsing: no
+/// declared length beyond the file, an uncompressed little-endian transfer syntax.
+fn check(bytes: &[u8], file_len: u64) -> Result<Walk, DicomError> {
+    let supported = |syntax: &str| match syntax {
+        IMPLICIT_VR_LE => Some(false),
+        EXPLICIT_VR_LE => Some(true),
+        _ => None,
+    };
+    walk(bytes, file_len, supported).map_err(|e| match e {
+        WalkError::NoMagic => DicomError::NoFileMeta,
+        WalkError::TransferSyntax(s) => DicomError::TransferSyntax(s),
+        WalkError::Overlong(m) => DicomError::Parse(m),
+    })
+}
+
+/// Parses a part-10 file held in `bytes` (already [`check`]ed), stopping before `until` when
+/// given.
 fn parse(bytes: &[u8], until: Option<dicom_core::Tag>) -> Result<DefaultDicomObject, DicomError> {
-    if !has_dicom_magic(bytes) {
-        return Err(DicomError::NoFileMeta);
-    }
     let mut options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
     if let Some(tag) = until {
         options = options.read_until(tag);
@@ -158,6 +185,42 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// Refuses pixel formats a CT slice does not have, before the decoder sees them (it asserts on
+/// some, and builds tables of 2^BitsStored entries): one sample, monochrome, 8 or 16 bits
+/// allocated, 1 to BitsAllocated bits stored.
+fn check_pixel_format(object: &DefaultDicomObject) -> Result<(), DicomError> {
+    let int = |tag| -> Option<i64> { object.element(tag).ok()?.to_int::<i64>().ok() };
+    let allocated = int(tags::BITS_ALLOCATED).unwrap_or(16);
+    let stored = int(tags::BITS_STORED).unwrap_or(allocated);
+    let samples = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let photometric = object
+        .element(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "MONOCHROME2".into());
+    if !matches!(allocated, 8 | 16) || !(1..=allocated).contains(&stored) {
+        return Err(DicomError::Pixels(format!(
+            "BitsAllocated {allocated} with BitsStored {stored}: a CT slice has 8 or 16 bits allocated and 1 to that many stored"
+        )));
+    }
+    if samples != 1 || !photometric.starts_with("MONOCHROME") {
+        return Err(DicomError::Pixels(format!(
+            "{samples} samples per pixel, {photometric}: not a monochrome CT slice"
+        )));
+    }
+    for (tag, name) in [
+        (tags::RESCALE_SLOPE, "RescaleSlope"),
+        (tags::RESCALE_INTERCEPT, "RescaleIntercept"),
+    ] {
+        if let Some(v) = object.element(tag).ok().and_then(|e| e.to_float64().ok()) {
+            if !v.is_finite() {
+                return Err(DicomError::Pixels(format!("{name} {v} is not a number")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The header fields of a parsed object.
@@ -211,6 +274,14 @@ fn header_of(object: &DefaultDicomObject, max_pixels: u64) -> Result<DicomHeader
     };
     let rows = dims(tags::ROWS, "Rows (0028,0010)")?;
     let columns = dims(tags::COLUMNS, "Columns (0028,0011)")?;
+    check_pixel_format(object)?;
+    if !z.is_finite() {
+        return Err(DicomError::MissingTag("ImagePositionPatient (0020,0032)"));
+    }
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !(positive(pixel_spacing.0) && positive(pixel_spacing.1)) {
+        return Err(DicomError::MissingTag("PixelSpacing (0028,0030)"));
+    }
     if too_many_pixels(columns as u64, rows as u64, max_pixels) {
         return Err(DicomError::TooLarge(too_large_message(
             columns as u64,
@@ -230,7 +301,8 @@ fn header_of(object: &DefaultDicomObject, max_pixels: u64) -> Result<DicomHeader
         slice_thickness: object
             .element(tags::SLICE_THICKNESS)
             .ok()
-            .and_then(|e| e.to_float64().ok()),
+            .and_then(|e| e.to_float64().ok())
+            .filter(|t| t.is_finite() && *t > 0.0),
         rows,
         columns,
     })

@@ -62,7 +62,7 @@ impl FileBytes {
 fn too_large(max_bytes: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::FileTooLarge,
-        format!("file holds more than {max_bytes} bytes, the most a PNG under --max-pixels can take; not read"),
+        format!("file holds more than {max_bytes} bytes, the most an image under --max-pixels can take; not read"),
     )
 }
 

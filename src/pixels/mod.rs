@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod dicom;
+pub mod dicom_walk;
 pub mod file_bytes;
 pub mod gray_png;
 pub mod intensity;

@@ -28,9 +28,10 @@ pub struct DicomMask {
 /// Writes `rows`, sorted by series UID and z, to `out/dicom_masks.parquet`; returns its path.
 pub fn write_dicom_masks(out: &Path, mut rows: Vec<DicomMask>) -> Result<std::path::PathBuf> {
     rows.sort_by(|a, b| {
-        (&a.header.series_uid, a.header.z)
-            .partial_cmp(&(&b.header.series_uid, b.header.z))
-            .unwrap_or(std::cmp::Ordering::Equal)
+        a.header
+            .series_uid
+            .cmp(&b.header.series_uid)
+            .then(a.header.z.total_cmp(&b.header.z))
     });
     let strings = |f: fn(&DicomMask) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(rows.iter().map(f)))

@@ -144,9 +144,12 @@ pub fn run(cfg: &PredictConfig) -> Result<PredictReport> {
         lut: IntensityLut::new(&rules),
         rules,
     };
-    let listing = list_inputs(&cfg.input, cfg.recursive, cfg.max_pixels)?;
+    let mut listing = list_inputs(&cfg.input, cfg.recursive, cfg.max_pixels)?;
+    refuse_shared_names(&mut listing.files);
     check_no_overwrite(&listing.files, &cfg.out, |stem| cfg.outputs(stem))?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    // An index from an earlier run into this folder would describe other masks.
+    crate::atomic::remove_if_exists(&cfg.out.join(dicom_index::DICOM_MASKS))?;
     for (path, why) in &listing.skipped {
         tracing::warn!("{}: skipped: {why}", path.display());
     }
@@ -180,6 +183,28 @@ pub fn run(cfg: &PredictConfig) -> Result<PredictReport> {
         report.dicom_index = Some(write_dicom_masks(&cfg.out, dicom_masks)?);
     }
     Ok(report)
+}
+
+/// Marks every input whose outputs would carry the same names as an earlier one's (two DICOM
+/// copies of one slice, a SOP UID equal to a PNG's stem) as unusable, so that no output is
+/// written over another input's.
+fn refuse_shared_names(files: &mut [Input]) {
+    let mut owner: std::collections::HashMap<(PathBuf, String), PathBuf> = Default::default();
+    for input in files.iter_mut().filter(|i| i.unusable.is_none()) {
+        let key = (input.folder.clone(), input.stem.clone());
+        match owner.get(&key) {
+            Some(first) => {
+                input.unusable = Some(format!(
+                    "its outputs would be named {}_* like those of {}; not read",
+                    input.stem,
+                    first.display()
+                ))
+            }
+            None => {
+                owner.insert(key, input.path.clone());
+            }
+        }
+    }
 }
 
 /// The intensity rules of the data the run was trained on (its `prepare.json`), or the

@@ -70,6 +70,8 @@ pub enum RejectReason {
     TooManyReaders,
     /// TCIA: a CT series met again in another folder (a copied folder); the first is used.
     DuplicateSeries,
+    /// TCIA: a contour with no points, points outside its slice, or unreadable values.
+    ContourInvalid,
 }
 
 impl From<&crate::pixels::dicom::DicomError> for RejectReason {
@@ -119,6 +121,7 @@ impl RejectReason {
             RejectReason::ContourWithoutSlice => "contour_without_slice",
             RejectReason::TooManyReaders => "too_many_readers",
             RejectReason::DuplicateSeries => "duplicate_series",
+            RejectReason::ContourInvalid => "contour_invalid",
         }
     }
 }

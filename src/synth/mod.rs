@@ -161,13 +161,16 @@ pub enum SynthError {
     /// `out` is not a directory, or holds something other than a previous synthetic tree.
     #[error("{path}: refusing to write a synthetic tree here: {reason}")]
     NotSynthTree { path: PathBuf, reason: String },
+    /// A setting out of range.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl SynthError {
     /// The process exit code: 2 when `out` is unusable, 1 when writing failed.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SynthError::NotSynthTree { .. } => 2,
+            SynthError::NotSynthTree { .. } | SynthError::Invalid(_) => 2,
             SynthError::Io { .. } | SynthError::Png { .. } => 1,
         }
     }
@@ -180,6 +183,14 @@ pub fn patient_id(index: usize) -> String {
 
 /// Writes the tree described by `cfg` and returns what it wrote.
 pub fn run(cfg: &SynthConfig) -> Result<SynthReport, SynthError> {
+    if cfg.format == SynthFormat::Tcia
+        && (!(4..=2000).contains(&cfg.tcia_slices) || !(32..=4096).contains(&cfg.tcia_size))
+    {
+        return Err(SynthError::Invalid(format!(
+            "--slices must be 4..=2000 and --size 32..=4096 for --format tcia; got {} and {}",
+            cfg.tcia_slices, cfg.tcia_size
+        )));
+    }
     write::prepare_out(&cfg.out)?;
     write::write_marker(
         &cfg.out,

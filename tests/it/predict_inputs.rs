@@ -158,3 +158,34 @@ fn recursive_predict_mirrors_folders_and_names_every_skipped_file() {
     let flat = lungseg(predict_args(&run, &input, &sb.path("flat"), &[])).expect_code(2);
     assert!(flat.stderr.contains("--recursive"), "{}", flat.stderr);
 }
+
+/// Two copies of one DICOM slice (one SOP instance UID) in a folder: the second would write over
+/// the first's outputs, so it fails alone, named; a stale index from an earlier run is removed.
+#[test]
+fn dicom_copies_with_one_sop_uid_do_not_overwrite_each_other() {
+    let sb = Sandbox::new();
+    let run = two_step_run(&sb);
+    let input = sb.path("dicom");
+    std::fs::create_dir_all(&input).unwrap();
+    let ct =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/CT_small.dcm");
+    std::fs::copy(&ct, input.join("a.dcm")).unwrap();
+    std::fs::copy(&ct, input.join("b.dcm")).unwrap();
+    let out = sb.path("out");
+    let r = lungseg(predict_args(&run, &input, &out, &[])).expect_code(1);
+    assert!(r.stdout.contains("1 of 2 files written"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("b.dcm") && r.stderr.contains("like those of"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        strings(&out.join("dicom_masks.parquet"), Table::DicomMasks, "input").len(),
+        1
+    );
+    // A later run on PNG slices only leaves no DICOM index behind.
+    let pngs = sb.path("pngs");
+    write_gray8(&pngs.join("a.png"), 8, 8, vec![100; 64]);
+    lungseg(predict_args(&run, &pngs, &out, &[])).ok();
+    assert!(!out.join("dicom_masks.parquet").exists());
+}

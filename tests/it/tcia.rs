@@ -519,3 +519,99 @@ fn predict_writes_a_mask_series_for_a_dicom_series() {
         .collect();
     assert_eq!(last, (1..=6).collect::<Vec<_>>());
 }
+
+/// The DICOM and XML a hostile or broken download can hold: an element declaring 4 GiB in a
+/// 200-byte file, a slice with BitsStored 0, a RescaleIntercept that is not a number, a contour
+/// point far outside the slice. Each is a reject row; the run goes on, in bounded memory, under
+/// an address-space limit that a 4 GiB allocation would break.
+#[test]
+fn hostile_dicom_and_xml_are_rejects_in_bounded_memory() {
+    let sb = Sandbox::new();
+    let (tree, _) = tcia_tree(&sb, 1, 12, 128);
+    let series = std::fs::read_dir(tree.join("LIDC-IDRI-0001"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir() && !p.ends_with("xray-reading"))
+        .map(|study| {
+            std::fs::read_dir(study)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+        })
+        .unwrap();
+    let mut slices: Vec<PathBuf> = std::fs::read_dir(&series)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    slices.sort();
+    // 1. A 4 GiB element in a tiny file.
+    let mut bomb = vec![0u8; 128];
+    bomb.extend_from_slice(b"DICM");
+    let uid = b"1.2.840.10008.1.2.1\0";
+    bomb.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+    bomb.extend_from_slice(&(uid.len() as u16).to_le_bytes());
+    bomb.extend_from_slice(uid);
+    bomb.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
+    bomb.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    bomb.extend_from_slice(&[0; 16]);
+    std::fs::write(series.join("bomb.dcm"), &bomb).unwrap();
+    // 2. BitsStored 0 and 3. RescaleIntercept "NaN" in two real slices (patched in place).
+    let patch = |path: &Path, from: &[u8], to: &[u8]| {
+        let mut b = std::fs::read(path).unwrap();
+        let at = b.windows(from.len()).position(|w| w == from).unwrap();
+        b[at..at + to.len()].copy_from_slice(to);
+        std::fs::write(path, b).unwrap();
+    };
+    patch(
+        &slices[0],
+        b"\x28\x00\x01\x01US\x02\x00\x0c\x00",
+        b"\x28\x00\x01\x01US\x02\x00\x00\x00",
+    );
+    patch(&slices[1], b"-1024 ", b"NaN   ");
+    // 4. A contour point at (60000, 60000).
+    let xml = std::fs::read_dir(&series)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "xml"))
+        .unwrap();
+    let text = std::fs::read_to_string(&xml).unwrap();
+    std::fs::write(&xml, text.replacen("<xCoord>", "<xCoord>600", 1)).unwrap();
+
+    let data = sb.path("data");
+    let mut args = vec!["prepare", "--source", "tcia", "--input"];
+    let (t, d) = (tree.to_str().unwrap(), data.to_str().unwrap());
+    args.extend([t, "--out", d]);
+    let limited = lungseg_limited(
+        args,
+        Limits {
+            address_space: Some(3 << 30),
+            timeout: Some(std::time::Duration::from_secs(120)),
+            ..Limits::default()
+        },
+    );
+    limited.run.ok();
+    assert!(
+        limited.max_rss_kib < 400 << 10,
+        "peak RSS {} KiB",
+        limited.max_rss_kib
+    );
+    let rejects = read_rejects(&data);
+    let reason = |suffix: &str| {
+        rejects
+            .iter()
+            .find(|r| r.0.ends_with(suffix))
+            .map(|r| r.1.clone())
+            .unwrap_or_else(|| panic!("no reject for {suffix} in {rejects:?}"))
+    };
+    assert_eq!(reason("bomb.dcm"), "dicom_decode");
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    assert_eq!(reason(&name(&slices[0])), "dicom_pixels");
+    assert_eq!(reason(&name(&slices[1])), "dicom_pixels");
+    assert!(
+        rejects.iter().any(|r| r.1 == "contour_invalid"),
+        "{rejects:?}"
+    );
+}

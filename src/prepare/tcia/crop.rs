@@ -44,12 +44,14 @@ pub struct NoduleExtent {
     pub voxels: usize,
 }
 
-/// The extent of nodule `n` of `plan`.
-pub fn nodule_extent(plan: &SeriesPlan, n: usize) -> NoduleExtent {
+/// The extent of nodule `n` of `plan`; `None` when its outlines have no slice (it cannot happen
+/// for outlines built from contours, which always have one).
+pub fn nodule_extent(plan: &SeriesPlan, n: usize) -> Option<NoduleExtent> {
     let members = &plan.nodules[n];
     let outlines = || members.iter().map(|&a| &plan.outlines[a]);
     let ks = outlines().flat_map(|o| o.mask.planes.keys().copied());
-    let (k_first, k_last) = ks.fold((usize::MAX, 0), |(lo, hi), k| (lo.min(k), hi.max(k)));
+    let k_first = ks.clone().min()?;
+    let k_last = ks.max()?;
     let mut union = std::collections::BTreeSet::new();
     for o in outlines() {
         for &k in o.mask.planes.keys() {
@@ -70,12 +72,12 @@ pub fn nodule_extent(plan: &SeriesPlan, n: usize) -> NoduleExtent {
     } else {
         mean(&mut union.iter().map(|&(_, r, c)| (r, c)))
     };
-    NoduleExtent {
+    Some(NoduleExtent {
         k_first,
         k_last,
         centre,
         voxels: union.len(),
-    }
+    })
 }
 
 /// Every record to build from `plans`, series by series: crops of `crop` x `crop` pixels per
@@ -89,14 +91,17 @@ pub fn jobs(
 ) -> Vec<CropJob> {
     let mut jobs = Vec::new();
     for (s, plan) in plans.iter().enumerate() {
-        let extents: Vec<NoduleExtent> = (0..plan.nodules.len())
-            .map(|n| nodule_extent(plan, n))
+        let extents: Vec<(usize, NoduleExtent)> = (0..plan.nodules.len())
+            .filter_map(|n| Some((n, nodule_extent(plan, n)?)))
             .collect();
         if full_slices {
             let mut ks: Vec<usize> = if every_slice {
                 (0..plan.series.slices.len()).collect()
             } else {
-                extents.iter().flat_map(|e| e.k_first..=e.k_last).collect()
+                extents
+                    .iter()
+                    .flat_map(|(_, e)| e.k_first..=e.k_last)
+                    .collect()
             };
             ks.sort_unstable();
             ks.dedup();
@@ -111,7 +116,7 @@ pub fn jobs(
             }));
             continue;
         }
-        for (n, e) in extents.iter().enumerate() {
+        for &(n, ref e) in &extents {
             let half = (crop / 2) as i32;
             let row0 = e.centre.0.round() as i32 - half;
             let col0 = e.centre.1.round() as i32 - half;
@@ -200,11 +205,17 @@ pub fn process(
         None => (0..plan.outlines.len()).collect(),
     };
     let mut rater_bits = vec![0u8; h * w];
-    let mut raters_present = 0u8;
+    // A crop's raters are the readers who outlined its nodule (as the Kaggle slices have them);
+    // a whole slice's are the series' reading sessions.
+    let mut raters_present = if job.nodule.is_some() {
+        0
+    } else {
+        plan.readers
+    };
     for &a in &members {
         let o = &plan.outlines[a];
         let bit = 1u8 << o.reader;
-        if job.nodule.is_some() || o.mask.planes.contains_key(&job.k) {
+        if job.nodule.is_some() {
             raters_present |= bit;
         }
         for (row, col) in o.mask.pixels(job.k) {

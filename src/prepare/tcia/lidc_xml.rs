@@ -86,6 +86,9 @@ pub struct ReadNodule {
     pub characteristics: Option<Characteristics>,
     /// The contours, in document order.
     pub rois: Vec<Roi>,
+    /// Contours without a readable `imageZposition` and edge points whose coordinates are not
+    /// integers: left out (and reported).
+    pub unreadable: usize,
 }
 
 impl ReadNodule {
@@ -138,9 +141,18 @@ pub enum XmlError {
     NotLidc(String),
 }
 
+/// The most XML nodes one reading may have (the largest LIDC reading has ~100,000), so that a
+/// hostile file cannot build a tree of millions of nodes.
+const MAX_NODES: u32 = 4_000_000;
+
 /// Parses one XML file's text.
 pub fn parse(text: &str) -> Result<ReadMessage, XmlError> {
-    let doc = Document::parse(text).map_err(|e| XmlError::Malformed(e.to_string()))?;
+    let options = roxmltree::ParsingOptions {
+        nodes_limit: MAX_NODES,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let doc = Document::parse_with_options(text, options)
+        .map_err(|e| XmlError::Malformed(e.to_string()))?;
     let root = doc.root_element();
     match root.tag_name().name() {
         "LidcReadMessage" => {}
@@ -187,29 +199,48 @@ fn nodule(node: Node<'_, '_>) -> ReadNodule {
         }
         ch
     });
+    let mut unreadable = 0;
+    let mut rois = Vec::new();
+    for r in children(node, "roi") {
+        match roi(r) {
+            Some((roi, bad_points)) => {
+                unreadable += bad_points;
+                rois.push(roi);
+            }
+            None => unreadable += 1,
+        }
+    }
     ReadNodule {
         nodule_id: child_text(node, "noduleID").unwrap_or_default(),
         characteristics,
-        rois: children(node, "roi").filter_map(roi).collect(),
+        rois,
+        unreadable,
     }
 }
 
-/// A contour; `None` when its z is missing or not a number.
-fn roi(node: Node<'_, '_>) -> Option<Roi> {
+/// A contour and the count of its edge points that are not integer coordinates; `None` when its
+/// z is missing or not a number.
+fn roi(node: Node<'_, '_>) -> Option<(Roi, usize)> {
     let z = child_text(node, "imageZposition")?.parse().ok()?;
+    let mut bad = 0;
     let points = children(node, "edgeMap")
         .filter_map(|e| {
-            let x = child_text(e, "xCoord")?.parse().ok()?;
-            let y = child_text(e, "yCoord")?.parse().ok()?;
-            Some((x, y))
+            let point = (|| {
+                let x = child_text(e, "xCoord")?.parse().ok()?;
+                let y = child_text(e, "yCoord")?.parse().ok()?;
+                Some((x, y))
+            })();
+            bad += usize::from(point.is_none());
+            point
         })
         .collect();
-    Some(Roi {
+    let roi = Roi {
         z,
         sop_uid: child_text(node, "imageSOP_UID").unwrap_or_default(),
         inclusion: child_text(node, "inclusion").is_none_or(|t| !t.eq_ignore_ascii_case("false")),
         points,
-    })
+    };
+    Some((roi, bad))
 }
 
 fn children<'a, 'input>(

@@ -123,6 +123,20 @@ fn no_series(
     )
 }
 
+/// Makes every (patient, series tag) unique over the whole download: two patient folders with
+/// the same `PatientID` could otherwise give their series the same tag, and so the same slice
+/// ids. `used` holds the pairs given out so far.
+fn unique_tags(series: &mut [plan::SeriesPlan], used: &mut HashSet<(String, String)>) {
+    for p in series {
+        let base = p.tag.clone();
+        let mut n = 1;
+        while !used.insert((p.series.patient_id.clone(), p.tag.clone())) {
+            n += 1;
+            p.tag = format!("{base}-{n}");
+        }
+    }
+}
+
 /// What the patient-by-patient pass counted besides the tally.
 #[derive(Debug, Default)]
 struct Pass {
@@ -164,6 +178,7 @@ pub fn build(
     let bar = crate::progress::bar(total as u64, "prepare", cfg.quiet);
     let mut pass = Pass::default();
     let mut seen = HashSet::new();
+    let mut tags = HashSet::new();
     let shards = write_through(
         cfg,
         data,
@@ -175,6 +190,8 @@ pub fn build(
                 let patient = pool
                     .install(|| plan::plan_patient(files, &mut readings, &mut seen, s.max_pixels));
                 bar.inc(listed);
+                let mut patient = patient;
+                unique_tags(&mut patient.series, &mut tags);
                 sink.reject(patient.rejects);
                 pass.counts.add(&patient.counts);
                 pass.series += patient.series.len();

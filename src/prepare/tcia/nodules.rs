@@ -26,7 +26,9 @@ pub fn rows(plans: &[SeriesPlan]) -> Vec<NoduleRow> {
     for plan in plans {
         let s = &plan.series;
         for (n, members) in plan.nodules.iter().enumerate() {
-            let e = nodule_extent(plan, n);
+            let Some(e) = nodule_extent(plan, n) else {
+                continue;
+            };
             let outlines: Vec<&Outline> = members.iter().map(|&a| &plan.outlines[a]).collect();
             let reader_bits = outlines.iter().fold(0i32, |b, o| b | 1 << o.reader);
             let readers = reader_bits.count_ones() as i32;

@@ -46,6 +46,9 @@ pub struct SeriesPlan {
     pub nodules: Vec<Vec<usize>>,
     /// True when a nodule still had more than four outlines at the smallest tolerance.
     pub unresolved: bool,
+    /// Bit r set for each reading session r (of the first four) of the reading: the raters of
+    /// a whole slice.
+    pub readers: u8,
 }
 
 /// Counts of what the scan of the download found.
@@ -224,7 +227,40 @@ pub fn series_plan(
         }
         for nodule in session.nodules.iter().filter(|n| n.is_outlined()) {
             let mut contours = Vec::new();
+            if nodule.unreadable > 0 {
+                rejects.push(Reject::unlogged(
+                    xml.clone(),
+                    place.clone(),
+                    RejectReason::ContourInvalid,
+                    format!(
+                        "reader {reader}, nodule {:?}: {} contours without a readable z or edge points without integer coordinates; they are left out",
+                        nodule.nodule_id, nodule.unreadable
+                    ),
+                ));
+            }
             for roi in &nodule.rois {
+                let outside = roi.points.iter().find(|&&(x, y)| {
+                    x < 0 || y < 0 || x as usize >= series.columns || y as usize >= series.rows
+                });
+                if roi.points.is_empty() || outside.is_some() {
+                    let why = match outside {
+                        Some((x, y)) => format!(
+                            "has the point (x {x}, y {y}) outside the {}x{} slice",
+                            series.columns, series.rows
+                        ),
+                        None => "has no edge points".into(),
+                    };
+                    rejects.push(Reject::unlogged(
+                        xml.clone(),
+                        place.clone(),
+                        RejectReason::ContourInvalid,
+                        format!(
+                            "reader {reader}, nodule {:?}: a contour at z = {} {why}; the contour is left out",
+                            nodule.nodule_id, roi.z
+                        ),
+                    ));
+                    continue;
+                }
                 let Some(k) = series.slice_of(&roi.sop_uid, roi.z) else {
                     rejects.push(Reject::unlogged(
                         xml.clone(),
@@ -269,6 +305,7 @@ pub fn series_plan(
         .collect();
     let clusters = cluster(&for_clustering, series.slice_thickness);
     let plan = SeriesPlan {
+        readers: (0..read.sessions.len().min(RATERS)).fold(0u8, |b, r| b | 1 << r),
         tag: String::new(),
         xml,
         nodules: clusters.groups,
@@ -297,16 +334,25 @@ fn name_series(plans: &mut [SeriesPlan]) {
             .push(i);
     }
     for members in by_patient.values() {
-        let uids: Vec<String> = members
+        // Characters, not bytes (a UID is ASCII by the standard, but a file may say otherwise),
+        // with the dots kept, so that distinct UIDs give distinct tails; `/` would split ids.
+        let uids: Vec<Vec<char>> = members
             .iter()
-            .map(|&i| plans[i].series.uid.replace('.', ""))
+            .map(|&i| {
+                plans[i]
+                    .series
+                    .uid
+                    .chars()
+                    .map(|c| if c == '/' { '_' } else { c })
+                    .collect()
+            })
             .collect();
-        let longest = uids.iter().map(String::len).max().unwrap_or(0);
+        let longest = uids.iter().map(Vec::len).max().unwrap_or(0);
+        let tail =
+            |u: &[char], n: usize| -> String { u[u.len().saturating_sub(n)..].iter().collect() };
         let mut len = 6.min(longest);
-        let tail = |u: &String, n: usize| u[u.len().saturating_sub(n)..].to_string();
         while len < longest {
-            let tails: std::collections::HashSet<String> =
-                uids.iter().map(|u| tail(u, len)).collect();
+            let tails: HashSet<String> = uids.iter().map(|u| tail(u, len)).collect();
             if tails.len() == uids.len() {
                 break;
             }

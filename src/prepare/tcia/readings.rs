@@ -15,7 +15,7 @@ const MAX_XML_BYTES: u64 = 256 << 20;
 /// The CT readings by series UID, each with its shown path, in path order.
 #[derive(Debug, Default)]
 pub struct ReadingIndex {
-    by_series: BTreeMap<String, Vec<(String, LidcRead)>>,
+    by_series: BTreeMap<String, Vec<(String, TreePlace, LidcRead)>>,
     /// LIDC CT readings read.
     pub readings: usize,
     /// Chest X-ray readings (`IdriReadMessage`), skipped.
@@ -50,7 +50,7 @@ impl ReadingIndex {
                         .by_series
                         .entry(read.series_uid.clone())
                         .or_default()
-                        .push((f.shown.clone(), read));
+                        .push((f.shown.clone(), f.place(), read));
                 }
                 Ok(ReadMessage::ChestXray) => index.chest_xray += 1,
                 Err((reason, detail)) => {
@@ -71,19 +71,19 @@ impl ReadingIndex {
         let Some(mut list) = self.by_series.remove(uid) else {
             return (None, Vec::new());
         };
-        let first = list.remove(0);
+        let (first_shown, _, first_read) = list.remove(0);
         let rejects = list
             .into_iter()
-            .map(|(shown, _)| {
+            .map(|(shown, _, _)| {
                 Reject::unlogged(
                     shown,
                     place.clone(),
                     RejectReason::DuplicateXml,
-                    format!("a second reading of series {uid}; {} is used", first.0),
+                    format!("a second reading of series {uid}; {first_shown} is used"),
                 )
             })
             .collect();
-        (Some(first), rejects)
+        (Some((first_shown, first_read)), rejects)
     }
 
     /// A reject for every reading no series claimed.
@@ -91,10 +91,10 @@ impl ReadingIndex {
         self.by_series
             .into_iter()
             .flat_map(|(uid, list)| {
-                list.into_iter().map(move |(shown, _)| {
+                list.into_iter().map(move |(shown, place, _)| {
                     Reject::unlogged(
                         shown,
-                        TreePlace::default(),
+                        place,
                         RejectReason::XmlWithoutSeries,
                         format!("a reading of series {uid}, which is not in the input"),
                     )
