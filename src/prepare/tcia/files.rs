@@ -83,7 +83,26 @@ pub fn list_files(root: &Path, label: &str) -> (Vec<FoundFile>, Vec<Reject>) {
                 continue;
             }
         };
-        for entry in entries.flatten() {
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    rejects.push(Reject::unlogged(
+                        if rel.is_empty() {
+                            label.to_string()
+                        } else {
+                            shown_of("")
+                        },
+                        TreePlace {
+                            patient_id: top.clone(),
+                            ..TreePlace::default()
+                        },
+                        RejectReason::UnreadableDir,
+                        format!("an entry could not be read: {e}"),
+                    ));
+                    continue;
+                }
+            };
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
             let shown = shown_of(&name);

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// XML files longer than this are not read (the largest LIDC reading is ~2 MB).
-const MAX_XML_BYTES: u64 = 256 << 20;
+const MAX_XML_BYTES: u64 = 32 << 20;
 
 /// The CT readings by series UID, each with its shown path, in path order.
 #[derive(Debug, Default)]
@@ -29,8 +29,13 @@ impl ReadingIndex {
         let parsed: Vec<Result<ReadMessage, (RejectReason, String)>> = xml_files
             .par_iter()
             .map(|f| {
-                let bytes = read_regular_file(&f.path, MAX_XML_BYTES)
-                    .map_err(|e| (RejectReason::IoError, e.to_string()))?;
+                let bytes = read_regular_file(&f.path, MAX_XML_BYTES).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::FileTooLarge => (
+                        RejectReason::TooLarge,
+                        format!("more than {MAX_XML_BYTES} bytes; the largest LIDC reading is ~2 MB"),
+                    ),
+                    _ => (RejectReason::IoError, e.to_string()),
+                })?;
                 lidc_xml::parse(&String::from_utf8_lossy(&bytes)).map_err(|e| {
                     let reason = match e {
                         lidc_xml::XmlError::Malformed(_) => RejectReason::XmlMalformed,
