@@ -50,8 +50,8 @@ read -r full2 full2_rss < <(median_run 3 $(prep 1 --full-slices --keep-empty))
 for r in 2 3; do "$PY" scripts/bench_pylidc.py --tree "$WORK/tcia-1" --json "$WORK/pylidc-1-$r.json" --no-check > /dev/null; done
 rss_rows=""
 for n in 1 8 32; do
-  read -r w m < <(median_run 1 $(prep "$n"))
-  read -r wf mf < <(median_run 1 $(prep "$n" --full-slices --keep-empty))
+  read -r w m < <(median_run 3 $(prep "$n"))
+  read -r wf mf < <(median_run 3 $(prep "$n" --full-slices --keep-empty))
   rss_rows+="| $n | $(python3 -c "print(f'{$w:.2f} s, {$m:.0f} MB')") | $(python3 -c "print(f'{$wf:.2f} s, {$mf:.0f} MB')") |"$'\n'
 done
 
@@ -81,7 +81,9 @@ shards and tables. Medians on this {cores}-core machine at {rev}.
 
 The default decodes only the slices nodules touch: pylidc's `to_volume` reads every slice's pixels
 before anything is cropped, which is most of its time. The last row does the same decoding as
-pylidc and more (windowing, Parquet shards of every slice).
+pylidc and more (windowing, Parquet shards of every slice). On this shared VM pylidc's time moves
+between about 0.8 and 1.4 s from run to run (its pydicom reads), so the ratio of one run ranges
+from about 20x to 45x for crops and 4x to 6x for every slice; each row compares numbers of one run.
 
 Peak RSS against the number of scans (130 slices each; patient 3 has two series):
 
