@@ -51,12 +51,9 @@ import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NS = "{http://www.nih.gov}"
-CHARACTERISTICS = ("subtlety", "internalStructure", "calcification", "sphericity",
-                   "margin", "lobulation", "spiculation", "texture", "malignancy")
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
+sys.path.insert(0, HERE)
+# The rating names and the log line are the fixture builder's (importing it runs nothing).
+from tcia_fixtures import CHARACTERISTICS, log  # noqa: E402
 
 
 def ensure_deps():

@@ -34,6 +34,18 @@ fn tcia_tree(sb: &Sandbox, patients: usize, slices: usize, size: usize) -> (Path
     (out, nodules)
 }
 
+/// The folder of the first CT series of `patient` in a synthetic download (not the chest X-ray
+/// reading's folder).
+fn first_series_dir(tree: &Path, patient: &str) -> PathBuf {
+    let study = std::fs::read_dir(tree.join(patient))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir() && !p.ends_with("xray-reading"))
+        .unwrap();
+    let series = std::fs::read_dir(study).unwrap().next().unwrap();
+    series.unwrap().path()
+}
+
 fn prepare_tcia(input: &Path, out: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["--source", "tcia"];
     args.extend_from_slice(extra);
@@ -180,19 +192,7 @@ fn full_slices_keep_whole_slices_per_series() {
 fn bad_files_become_rejects_and_the_rest_is_prepared() {
     let sb = Sandbox::new();
     let (tree, _) = tcia_tree(&sb, 2, 16, 128);
-    let series_dir = |patient: &str| -> PathBuf {
-        let study = std::fs::read_dir(tree.join(patient))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.is_dir() && !p.ends_with("xray-reading"))
-            .unwrap();
-        std::fs::read_dir(study)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path()
-    };
+    let series_dir = |patient: &str| first_series_dir(&tree, patient);
     let one = series_dir("LIDC-IDRI-0001");
     let mut dcm: Vec<PathBuf> = std::fs::read_dir(&one)
         .unwrap()
@@ -528,19 +528,7 @@ fn predict_writes_a_mask_series_for_a_dicom_series() {
 fn hostile_dicom_and_xml_are_rejects_in_bounded_memory() {
     let sb = Sandbox::new();
     let (tree, _) = tcia_tree(&sb, 1, 12, 128);
-    let series = std::fs::read_dir(tree.join("LIDC-IDRI-0001"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.is_dir() && !p.ends_with("xray-reading"))
-        .map(|study| {
-            std::fs::read_dir(study)
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap()
-                .path()
-        })
-        .unwrap();
+    let series = first_series_dir(&tree, "LIDC-IDRI-0001");
     let mut slices: Vec<PathBuf> = std::fs::read_dir(&series)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -64,22 +64,26 @@ pub fn list_files(root: &Path, label: &str) -> (Vec<FoundFile>, Vec<Reject>) {
             (false, true) => format!("{label}/{name}"),
             (false, false) => format!("{label}/{rel}/{name}"),
         };
+        let here = [label, rel.as_str()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("/");
+        let unreadable = |detail: String| {
+            Reject::unlogged(
+                here.clone(),
+                TreePlace {
+                    patient_id: top.clone(),
+                    ..TreePlace::default()
+                },
+                RejectReason::UnreadableDir,
+                detail,
+            )
+        };
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) => {
-                rejects.push(Reject::unlogged(
-                    if rel.is_empty() {
-                        label.to_string()
-                    } else {
-                        shown_of("")
-                    },
-                    TreePlace {
-                        patient_id: top.clone(),
-                        ..TreePlace::default()
-                    },
-                    RejectReason::UnreadableDir,
-                    format!("cannot list folder: {e}"),
-                ));
+                rejects.push(unreadable(format!("cannot list folder: {e}")));
                 continue;
             }
         };
@@ -87,19 +91,7 @@ pub fn list_files(root: &Path, label: &str) -> (Vec<FoundFile>, Vec<Reject>) {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    rejects.push(Reject::unlogged(
-                        if rel.is_empty() {
-                            label.to_string()
-                        } else {
-                            shown_of("")
-                        },
-                        TreePlace {
-                            patient_id: top.clone(),
-                            ..TreePlace::default()
-                        },
-                        RejectReason::UnreadableDir,
-                        format!("an entry could not be read: {e}"),
-                    ));
+                    rejects.push(unreadable(format!("an entry could not be read: {e}")));
                     continue;
                 }
             };
