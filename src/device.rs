@@ -76,14 +76,14 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
     };
     match spec {
         DeviceSpec::Cpu => Ok(Device::Cpu),
-        DeviceSpec::Cuda(n) => {
-            Device::new_cuda(n).map_err(|e| unavailable(&spec.to_string(), "cuda", e))
-        }
+        DeviceSpec::Cuda(n) => Device::new_cuda(n)
+            .map(single_stream)
+            .map_err(|e| unavailable(&spec.to_string(), "cuda", e)),
         DeviceSpec::Metal => Device::new_metal(0).map_err(|e| unavailable("metal", "metal", e)),
         DeviceSpec::Auto => {
             if candle_core::utils::cuda_is_available() {
                 if let Ok(d) = Device::new_cuda(0) {
-                    return Ok(d);
+                    return Ok(single_stream(d));
                 }
             }
             if candle_core::utils::metal_is_available() {
@@ -94,6 +94,18 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
             Ok(Device::Cpu)
         }
     }
+}
+
+/// Turns off cudarc's per-buffer event tracking on a CUDA device (two CUDA events per
+/// allocation and a wait per use): lungseg runs everything on candle's one stream per device,
+/// where launch order alone orders every read and write.
+fn single_stream(device: Device) -> Device {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = &device {
+        // SAFETY: lungseg never uses a second stream, so no buffer is shared across streams.
+        unsafe { cuda.disable_event_tracking() }
+    }
+    device
 }
 
 /// The GPU features compiled into this binary.
@@ -147,15 +159,10 @@ mod tests {
         use crate::model::{UNet, UNetConfig};
         use candle_core::{DType, ModuleT, Tensor};
         use candle_nn::{VarBuilder, VarMap};
-        let gpu = match Device::new_cuda(0) {
-            Ok(gpu) => gpu,
-            Err(e) if std::env::var_os("LUNGSEG_REQUIRE_CUDA").is_some() => {
-                panic!("LUNGSEG_REQUIRE_CUDA is set but no CUDA device opened: {e}")
-            }
-            Err(_) => {
-                eprintln!("no CUDA device; skipping");
-                return;
-            }
+        // Strict f32 on both sides (TF32 is compared in `model::gpu::tests`).
+        let Some((gpu, _lock)) = crate::model::gpu::test_gpu(crate::model::gpu::Precision::F32)
+        else {
+            return;
         };
         // Returns (probabilities, loss, per-parameter gradient sums of squares by name).
         let run = |device: &Device| -> (Vec<f32>, f32, Vec<(String, f32)>) {

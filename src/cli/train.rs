@@ -5,6 +5,7 @@ use crate::config::{load_stage, Stage};
 use crate::data::fusion::RaterFusion;
 use crate::error::Result;
 use crate::metrics::monitor::Monitor;
+use crate::model::gpu::Precision;
 use crate::model::loss::LossKind;
 use crate::run::settings::{TrainConfig, TrainSettings};
 use clap::Args;
@@ -21,6 +22,11 @@ pub struct TrainArgs {
     pub run: PathBuf,
     #[command(flatten)]
     pub device: DeviceArg,
+    /// Arithmetic of f32 convolutions and matrix products on CUDA: tf32 (TF32 tensor cores,
+    /// PyTorch's default for convolutions, several times faster) or f32 (strict). The CPU is
+    /// always strict f32.
+    #[arg(long, value_enum, default_value_t = Precision::Tf32, value_name = "P")]
+    pub precision: Precision,
     /// A TOML file replacing pipeline/train.toml's defaults.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -157,6 +163,7 @@ impl TrainArgs {
             data: self.data.clone(),
             run: self.run.clone(),
             device: self.device.device,
+            precision: self.precision,
             fold: self.fold,
             resume: self.resume,
             overwrite: self.overwrite,

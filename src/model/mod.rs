@@ -5,6 +5,7 @@
 pub mod bilinear;
 pub mod bn_stats;
 pub mod cpu;
+pub mod gpu;
 pub mod init;
 pub mod kernels;
 pub mod loss;

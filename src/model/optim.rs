@@ -41,8 +41,40 @@ impl Default for AdamParams {
 enum Moments {
     /// f32 on the CPU: updated in place by the fused kernel.
     Host { m: Vec<f32>, v: Vec<f32> },
+    /// f32 on CUDA with the `cudnn` feature: `m` then `v` in one tensor that only this slot
+    /// holds, updated in place with the parameter by one kernel (`model::gpu::adam_update`).
+    #[cfg(feature = "cudnn")]
+    Packed { mv: Tensor },
     /// Anywhere else: tensors, replaced by the composed update.
     Device { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    /// `m` and `v` packed into one fresh f32 tensor on `var`'s device.
+    #[cfg(feature = "cudnn")]
+    fn packed(m: &Tensor, v: &Tensor, var: &Var) -> Result<Self> {
+        let flat = |t: &Tensor| {
+            t.flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_device(var.device())
+        };
+        Ok(Moments::Packed {
+            mv: Tensor::cat(&[flat(m)?, flat(v)?], 0)?,
+        })
+    }
+
+    #[cfg(not(feature = "cudnn"))]
+    fn packed(m: &Tensor, v: &Tensor, _var: &Var) -> Result<Self> {
+        Ok(Moments::Device {
+            m: m.clone(),
+            v: v.clone(),
+        })
+    }
+}
+
+/// True where the fused CUDA update runs: f32 on CUDA with the `cudnn` feature.
+fn packed_applies(var: &Var) -> bool {
+    cfg!(feature = "cudnn") && var.device().is_cuda() && var.dtype() == DType::F32
 }
 
 struct Slot {
@@ -59,6 +91,8 @@ impl Slot {
                 m: vec![0.0; n],
                 v: vec![0.0; n],
             }
+        } else if packed_applies(&var) {
+            Moments::packed(&var.zeros_like()?, &var.zeros_like()?, &var)?
         } else {
             Moments::Device {
                 m: var.zeros_like()?,
@@ -75,6 +109,12 @@ impl Slot {
                 Tensor::from_slice(m, self.var.shape(), self.var.device())?,
                 Tensor::from_slice(v, self.var.shape(), self.var.device())?,
             )),
+            #[cfg(feature = "cudnn")]
+            Moments::Packed { mv } => {
+                let n = self.var.elem_count();
+                let part = |start| mv.narrow(0, start, n)?.reshape(self.var.shape())?.copy();
+                Ok((part(0)?, part(n)?))
+            }
             Moments::Device { m, v } => Ok((m.clone(), v.clone())),
         }
     }
@@ -91,6 +131,8 @@ impl Slot {
                 m: m.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
                 v: v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
             },
+            #[cfg(feature = "cudnn")]
+            Moments::Packed { .. } => Moments::packed(m, v, &self.var)?,
             Moments::Device { .. } => Moments::Device {
                 m: m.to_device(self.var.device())?,
                 v: v.to_device(self.var.device())?,
@@ -112,6 +154,11 @@ impl Slot {
                     };
                     self.var.as_tensor().inplace_op1(&op)
                 })
+            }
+            #[cfg(feature = "cudnn")]
+            Moments::Packed { mv } => {
+                let step = AdamStep::new(p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, t);
+                crate::model::gpu::adam_update(step, self.var.as_tensor(), g, mv)
             }
             Moments::Device { m, v } => {
                 let c1 = 1.0 - p.beta1.powi(t);

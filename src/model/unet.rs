@@ -21,11 +21,11 @@ use super::cpu::buffers::BufferPool;
 use super::kernels::ConvImpl;
 use super::ops::bn_relu::{batch_norm_relu_reference, batch_norm_relu_train, update_running_stats};
 use super::ops::conv::{conv2d, conv2d_bn_relu_inference, conv2d_inference, fold_batch_norm};
-use super::ops::fused_applies;
 use super::ops::inference::{unet_eval_forward, EvalParams, FoldedConv};
-use super::ops::network::unet_train_forward;
+use super::ops::network::{unet_train_forward, NetStats};
 use super::ops::pool::{max_pool2x2, max_pool2x2_reference};
 use super::ops::upsample::upsample_cat;
+use super::ops::{fused_applies, network_op_applies};
 
 /// Hyper-parameters of the U-Net.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,11 +306,12 @@ impl UNet {
 
     /// The training forward as one fused op (`model::ops::network`), if this net and input
     /// allow it: the fused implementation with the trainable bilinear upsampler, f32 on the
-    /// CPU, every layer with its bias and affine parameters. Updates the running statistics.
+    /// CPU (or on CUDA with the `cudnn` feature), every layer with its bias and affine
+    /// parameters. Updates the running statistics.
     fn forward_train_fused(&self, xs: &Tensor) -> Result<Option<Tensor>> {
         if self.imp != ConvImpl::Fused
             || self.upsample != Upsample2x::Bilinear
-            || !fused_applies(xs)
+            || !network_op_applies(xs)
         {
             return Ok(None);
         }
@@ -333,14 +334,19 @@ impl UNet {
         // Every batch-norm of the net is built with the same `bn_config`.
         let eps = self.d1.bn1.eps();
         let (logits, stats) = unet_train_forward(xs, &packed, self.base, eps, &self.buffers)?;
+        let update = |bn: &BatchNorm, i: usize, n: usize| -> Result<()> {
+            match &stats {
+                NetStats::Host(s) => update_running_stats(bn, &s[i], n),
+                #[cfg(feature = "cudnn")]
+                NetStats::Device(s) => crate::model::gpu::update_running_stats(bn, &s[i], n),
+            }
+        };
         let (b, _one, h, w) = xs.dims4()?;
         let levels = [1, 2, 4, 2, 1]; // d1, d2, d3, u1, u2: input size over the block's
-        for ((block, div), pair) in self.blocks().iter().zip(levels).zip(stats.chunks(2)) {
+        for (j, (block, div)) in self.blocks().iter().zip(levels).enumerate() {
             let n = b * (h / div) * (w / div);
-            if let [s1, s2] = pair {
-                update_running_stats(&block.bn1, s1, n)?;
-                update_running_stats(&block.bn2, s2, n)?;
-            }
+            update(&block.bn1, 2 * j, n)?;
+            update(&block.bn2, 2 * j + 1, n)?;
         }
         Ok(Some(logits))
     }

@@ -208,6 +208,9 @@ pub struct TrainConfig {
     pub run: PathBuf,
     /// Requested device.
     pub device: DeviceSpec,
+    /// CUDA arithmetic (configs written before it existed read as the default, TF32).
+    #[serde(default)]
+    pub precision: crate::model::gpu::Precision,
     /// Use fold k as validation and the other folds as training.
     pub fold: Option<u32>,
     /// Continue an interrupted run from `last`.

@@ -90,6 +90,9 @@ impl<'a> Trainer<'a> {
     fn open(cfg: &'a TrainConfig, run_dir: RunDir, start: Start) -> Result<Self> {
         let s = &cfg.settings;
         let device = device::open(cfg.device)?;
+        if device.is_cuda() {
+            crate::model::gpu::set_precision(cfg.precision);
+        }
         let mut varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
         let unet = UNetConfig {

@@ -35,6 +35,23 @@ impl AdamStep {
             decay: (weight_decay > 0.0).then_some((1.0 - lr * weight_decay) as f32),
         }
     }
+
+    /// The constants in the order of the CUDA kernel's arguments (`lungseg_adam_update`):
+    /// β1, 1-β1, β2, 1-β2, 1/bias1, 1/bias2, ε, lr and the decay factor (1 without decay, which
+    /// multiplies exactly).
+    pub fn as_f32s(&self) -> [f32; 9] {
+        [
+            self.beta1,
+            self.one_minus_beta1,
+            self.beta2,
+            self.one_minus_beta2,
+            self.inv_bias1,
+            self.inv_bias2,
+            self.eps,
+            self.lr,
+            self.decay.unwrap_or(1.0),
+        ]
+    }
 }
 
 /// Elements per parallel task (large parameters only).

@@ -33,7 +33,7 @@ const SLACK: usize = 3 * 16 + 64;
 
 /// A stride-1, dilation-1, one-group convolution with a square kernel and symmetric zero
 /// padding, on NCHW tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConvShape {
     /// Images.
     pub batch: usize,

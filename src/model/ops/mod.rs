@@ -9,6 +9,7 @@ pub mod conv;
 pub mod inference;
 pub mod loss;
 pub mod network;
+mod network_cpu;
 pub mod pool;
 pub mod upsample;
 
@@ -18,6 +19,13 @@ use candle_core::{CpuStorage, DType, Layout, Result, Shape, Storage, Tensor};
 /// True where the fused kernels apply: f32 tensors on the CPU.
 pub fn fused_applies(xs: &Tensor) -> bool {
     xs.device().is_cpu() && xs.dtype() == DType::F32
+}
+
+/// True where the whole-network training op (`network`) runs: f32 on the CPU, and f32 on CUDA
+/// in a build with the `cudnn` feature (`model::gpu`).
+pub fn network_op_applies(xs: &Tensor) -> bool {
+    fused_applies(xs)
+        || (cfg!(feature = "cudnn") && xs.device().is_cuda() && xs.dtype() == DType::F32)
 }
 
 /// The f32 elements a contiguous layout covers.

@@ -1,5 +1,6 @@
-//! The U-Net's whole training pass, forward and backward, as one candle op over the CPU
-//! kernels, so that no activation gradient goes through candle's `GradStore`: there, every
+//! The U-Net's whole training pass, forward and backward, as one candle op over a device's
+//! kernels ([`NetKernels`]: the CPU's in `network_cpu`, CUDA's in `model::gpu`), written once
+//! for both, so that no activation gradient goes through candle's `GradStore`: there, every
 //! autograd edge costs a zero-filled tensor plus an add (run on candle's own spinning thread
 //! pool, which competes with rayon's for the cores), and a tensor with two consumers one more
 //! add. Inside the op the skip connections' gradients are summed by the kernels themselves
@@ -10,16 +11,16 @@
 //! parameters, in [`param_sizes`] order), so that their gradients reach candle as one tensor
 //! that `cat`'s own backward splits.
 
-use super::{cpu_tensor, output, slice_of, with_f32};
-use crate::model::cpu::bn_relu::{bn_relu_backward, bn_relu_train_forward, BatchStats, BnShape};
+use super::network_cpu::CpuNet;
+use super::{cpu_tensor, slice_of, with_f32};
+use crate::model::cpu::bn_relu::{BatchStats, BnShape};
 use crate::model::cpu::buffers::BufferPool;
-use crate::model::cpu::conv::{
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvShape, Epilogue,
-};
-use crate::model::cpu::pool::{max_pool2x2_backward_add, max_pool2x2_forward, PoolShape};
-use crate::model::cpu::simd::Isa;
-use crate::model::cpu::upsample::{upsample_cat_backward_low, upsample_cat_forward, UpCatShape};
+use crate::model::cpu::conv::ConvShape;
+use crate::model::cpu::pool::PoolShape;
+use crate::model::cpu::upsample::UpCatShape;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use std::borrow::{Borrow, BorrowMut};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
 const NAME: &str = "lungseg-unet";
@@ -159,145 +160,399 @@ pub fn param_sizes(shape: &NetShape) -> Vec<usize> {
     sizes
 }
 
-/// Splits `packed` into the [`param_sizes`] pieces.
-fn split<'a>(packed: &'a [f32], sizes: &[usize]) -> Vec<&'a [f32]> {
-    let mut rest = packed;
-    sizes
-        .iter()
-        .map(|&n| {
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            head
-        })
-        .collect()
+/// Where each trainable tensor lies in the packed vector: `offsets[i]..offsets[i + 1]` is
+/// tensor `i` of [`param_sizes`].
+fn param_offsets(shape: &NetShape) -> Vec<usize> {
+    let mut offsets = vec![0];
+    for n in param_sizes(shape) {
+        let last = offsets.last().copied().unwrap_or(0);
+        offsets.push(last + n);
+    }
+    offsets
 }
 
-/// Splits `packed` into the [`param_sizes`] pieces, mutably.
-fn split_mut<'a>(packed: &'a mut [f32], sizes: &[usize]) -> Vec<&'a mut [f32]> {
-    let mut rest = packed;
-    sizes
-        .iter()
-        .map(|&n| {
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
-            rest = tail;
-            head
-        })
-        .collect()
+/// The packed ranges of one layer pair: a convolution's weight and bias, or a batch-norm's
+/// weight (gamma) and bias (beta), which [`param_sizes`] keeps adjacent.
+fn pair(offsets: &[usize], first: usize) -> Range<usize> {
+    offsets[first]..offsets[first + 2]
+}
+
+/// What the U-Net's training pass needs from a device: buffers and the layer kernels. The
+/// packed parameters and their gradient are one buffer each, addressed by [`param_offsets`]
+/// ranges; every kernel writes every element of its outputs.
+pub(crate) trait NetKernels {
+    /// The elements a kernel reads or writes (`[f32]` on the CPU).
+    type Slice: ?Sized;
+    /// An owned buffer.
+    type Buf: Borrow<Self::Slice> + BorrowMut<Self::Slice>;
+    /// A batch-norm's batch statistics, kept for its backward and the running statistics.
+    type Stats: Clone;
+
+    /// A buffer of `len` elements, contents unspecified.
+    fn take(&self, len: usize) -> Result<Self::Buf>;
+    /// Returns a buffer for reuse.
+    fn give(&self, buf: Self::Buf);
+    /// `y = conv(x, w) + b` with `wb` the weight then the bias in `p`.
+    fn conv_forward(
+        &self,
+        s: &ConvShape,
+        x: &Self::Slice,
+        p: &Self::Slice,
+        wb: Range<usize>,
+        y: &mut Self::Slice,
+    ) -> Result<()>;
+    /// `dx` from `dy` and the weight at `wb`'s start in `p`.
+    fn conv_backward_input(
+        &self,
+        s: &ConvShape,
+        dy: &Self::Slice,
+        p: &Self::Slice,
+        wb: Range<usize>,
+        dx: &mut Self::Slice,
+    ) -> Result<()>;
+    /// The weight and bias gradients into `dp[wb]`.
+    fn conv_backward_weight(
+        &self,
+        s: &ConvShape,
+        x: &Self::Slice,
+        dy: &Self::Slice,
+        dp: &mut Self::Slice,
+        wb: Range<usize>,
+    ) -> Result<()>;
+    /// `z = relu(batchnorm(y))` with the batch's statistics and gamma, beta at `affine` in `p`.
+    #[allow(clippy::too_many_arguments)]
+    fn bn_relu_forward(
+        &self,
+        s: &BnShape,
+        y: &Self::Slice,
+        p: &Self::Slice,
+        affine: Range<usize>,
+        eps: f64,
+        z: &mut Self::Slice,
+    ) -> Result<Self::Stats>;
+    /// `dy` from `dz`, and the gamma and beta gradients into `dp[affine]`.
+    #[allow(clippy::too_many_arguments)]
+    fn bn_relu_backward(
+        &self,
+        s: &BnShape,
+        y: &Self::Slice,
+        dz: &Self::Slice,
+        p: &Self::Slice,
+        affine: Range<usize>,
+        stats: &Self::Stats,
+        dy: &mut Self::Slice,
+        dp: &mut Self::Slice,
+    ) -> Result<()>;
+    /// 2×2 max-pooling.
+    fn max_pool_forward(&self, s: &PoolShape, x: &Self::Slice, y: &mut Self::Slice) -> Result<()>;
+    /// The pooling's gradient added into `dx`.
+    fn max_pool_backward_add(
+        &self,
+        s: &PoolShape,
+        x: &Self::Slice,
+        dy: &Self::Slice,
+        dx: &mut Self::Slice,
+    ) -> Result<()>;
+    /// `out = cat([up(low), skip], 1)`.
+    fn up_cat_forward(
+        &self,
+        s: &UpCatShape,
+        low: &Self::Slice,
+        skip: &Self::Slice,
+        out: &mut Self::Slice,
+    ) -> Result<()>;
+    /// The adjoint of [`NetKernels::up_cat_forward`].
+    fn up_cat_backward(
+        &self,
+        s: &UpCatShape,
+        g: &Self::Slice,
+        d_low: &mut Self::Slice,
+        d_skip: &mut Self::Slice,
+    ) -> Result<()>;
 }
 
 /// What a `DoubleConv`'s backward needs from its forward (its input is kept by the caller).
-struct BlockSaved {
+pub(crate) struct BlockSaved<K: NetKernels> {
     /// Conv 1 output (batch-norm 1 input).
-    y1: Vec<f32>,
+    y1: K::Buf,
     /// Batch-norm 1 + ReLU output (conv 2 input).
-    z1: Vec<f32>,
+    z1: K::Buf,
     /// Conv 2 output (batch-norm 2 input).
-    y2: Vec<f32>,
+    y2: K::Buf,
     /// The block's output.
-    out: Vec<f32>,
-    stats: [BatchStats; 2],
+    out: K::Buf,
+    stats: [K::Stats; 2],
 }
 
-impl BlockSaved {
-    fn recycle(self, pool: &BufferPool) {
+impl<K: NetKernels> BlockSaved<K> {
+    fn recycle(self, k: &K) {
         for buf in [self.y1, self.z1, self.y2, self.out] {
-            pool.give(buf);
+            k.give(buf);
         }
     }
 }
 
-fn block_forward(
-    pool: &BufferPool,
-    b: &BlockShape,
-    p: &[&[f32]],
-    input: &[f32],
-    eps: f64,
-) -> BlockSaved {
-    let (isa, c1, c2, bn) = (Isa::best(), b.conv1(), b.conv2(), b.bn());
-    let mut y1 = pool.take(c1.y_len());
-    conv2d_forward(isa, &c1, input, p[0], Epilogue::Bias(p[1]), &mut y1);
-    let mut z1 = pool.take(c1.y_len());
-    let s1 = bn_relu_train_forward(isa, &bn, &y1, p[2], p[3], eps, &mut z1);
-    let mut y2 = pool.take(c2.y_len());
-    conv2d_forward(isa, &c2, &z1, p[4], Epilogue::Bias(p[5]), &mut y2);
-    let mut out = pool.take(c2.y_len());
-    let s2 = bn_relu_train_forward(isa, &bn, &y2, p[6], p[7], eps, &mut out);
-    BlockSaved {
-        y1,
-        z1,
-        y2,
-        out,
-        stats: [s1, s2],
-    }
+/// One block's layers: its shape and its first parameter's index in [`param_sizes`].
+struct Block<'a, K: NetKernels> {
+    k: &'a K,
+    shape: BlockShape,
+    offsets: &'a [usize],
+    first: usize,
 }
 
-/// The block's parameter gradients into `g` (8 pieces) and, with `need_dx`, its input's.
-#[allow(clippy::too_many_arguments)]
-fn block_backward(
-    pool: &BufferPool,
-    b: &BlockShape,
-    p: &[&[f32]],
-    input: &[f32],
-    saved: &BlockSaved,
-    d_out: &[f32],
-    g: &mut [&mut [f32]],
-    need_dx: bool,
-) -> Result<Option<Vec<f32>>> {
-    let (isa, c1, c2, bn) = (Isa::best(), b.conv1(), b.conv2(), b.bn());
-    let BlockSaved {
-        y1,
-        z1,
-        y2,
-        stats: [s1, s2],
-        ..
-    } = saved;
-    let [dw1, db1, dg1, dbe1, dw2, db2, dg2, dbe2] = g else {
-        candle_core::bail!("{NAME}: a block has {BLOCK_PARAMS} parameter gradients")
-    };
-    let mut dy = pool.take(b.out_len());
-    bn_relu_backward(isa, &bn, y2, d_out, p[6], p[7], s2, &mut dy, dg2, dbe2);
-    conv2d_backward_weight(isa, &c2, z1, &dy, dw2, db2);
-    let mut dz = pool.take(b.out_len());
-    conv2d_backward_input(isa, &c2, &dy, p[4], &mut dz);
-    bn_relu_backward(isa, &bn, y1, &dz, p[2], p[3], s1, &mut dy, dg1, dbe1);
-    pool.give(dz);
-    conv2d_backward_weight(isa, &c1, input, &dy, dw1, db1);
-    let dx = need_dx.then(|| {
-        let mut dx = pool.take(c1.x_len());
-        conv2d_backward_input(isa, &c1, &dy, p[0], &mut dx);
-        dx
-    });
-    pool.give(dy);
-    Ok(dx)
+impl<K: NetKernels> Block<'_, K> {
+    fn forward(&self, p: &K::Slice, input: &K::Slice, eps: f64) -> Result<BlockSaved<K>> {
+        let (k, b, o, i) = (self.k, &self.shape, self.offsets, self.first);
+        let (c1, c2, bn) = (b.conv1(), b.conv2(), b.bn());
+        let mut y1 = k.take(c1.y_len())?;
+        k.conv_forward(&c1, input, p, pair(o, i), y1.borrow_mut())?;
+        let mut z1 = k.take(c1.y_len())?;
+        let s1 = k.bn_relu_forward(&bn, y1.borrow(), p, pair(o, i + 2), eps, z1.borrow_mut())?;
+        let mut y2 = k.take(c2.y_len())?;
+        k.conv_forward(&c2, z1.borrow(), p, pair(o, i + 4), y2.borrow_mut())?;
+        let mut out = k.take(c2.y_len())?;
+        let s2 = k.bn_relu_forward(&bn, y2.borrow(), p, pair(o, i + 6), eps, out.borrow_mut())?;
+        Ok(BlockSaved {
+            y1,
+            z1,
+            y2,
+            out,
+            stats: [s1, s2],
+        })
+    }
+
+    /// The block's parameter gradients into `dp` and, with `need_dx`, its input's.
+    fn backward(
+        &self,
+        p: &K::Slice,
+        input: &K::Slice,
+        saved: &BlockSaved<K>,
+        d_out: &K::Slice,
+        dp: &mut K::Slice,
+        need_dx: bool,
+    ) -> Result<Option<K::Buf>> {
+        let (k, b, o, i) = (self.k, &self.shape, self.offsets, self.first);
+        let (c1, c2, bn) = (b.conv1(), b.conv2(), b.bn());
+        let [s1, s2] = &saved.stats;
+        let mut dy = k.take(b.out_len())?;
+        let (y1, z1, y2) = (saved.y1.borrow(), saved.z1.borrow(), saved.y2.borrow());
+        k.bn_relu_backward(&bn, y2, d_out, p, pair(o, i + 6), s2, dy.borrow_mut(), dp)?;
+        k.conv_backward_weight(&c2, z1, dy.borrow(), dp, pair(o, i + 4))?;
+        let mut dz = k.take(b.out_len())?;
+        k.conv_backward_input(&c2, dy.borrow(), p, pair(o, i + 4), dz.borrow_mut())?;
+        k.bn_relu_backward(
+            &bn,
+            y1,
+            dz.borrow(),
+            p,
+            pair(o, i + 2),
+            s1,
+            dy.borrow_mut(),
+            dp,
+        )?;
+        k.give(dz);
+        k.conv_backward_weight(&c1, input, dy.borrow(), dp, pair(o, i))?;
+        let dx = if need_dx {
+            let mut dx = k.take(c1.x_len())?;
+            k.conv_backward_input(&c1, dy.borrow(), p, pair(o, i), dx.borrow_mut())?;
+            Some(dx)
+        } else {
+            None
+        };
+        k.give(dy);
+        Ok(dx)
+    }
 }
 
 /// Everything the backward needs.
-struct Saved {
+pub(crate) struct Saved<K: NetKernels> {
     /// `d1 .. u2`.
-    blocks: [BlockSaved; BLOCKS],
+    blocks: [BlockSaved<K>; BLOCKS],
     /// The inputs of `d2, d3, u1, u2` (pooled and concatenated tensors); `d1`'s is the op's.
-    inputs: [Vec<f32>; BLOCKS - 1],
+    inputs: [K::Buf; BLOCKS - 1],
 }
 
-impl Saved {
-    fn recycle(self, pool: &BufferPool) {
+impl<K: NetKernels> Saved<K> {
+    pub(crate) fn recycle(self, k: &K) {
         for block in self.blocks {
-            block.recycle(pool);
+            block.recycle(k);
         }
         for buf in self.inputs {
-            pool.give(buf);
+            k.give(buf);
         }
+    }
+
+    /// The ten batch-norms' batch statistics in network order.
+    pub(crate) fn stats(&self) -> Vec<K::Stats> {
+        self.blocks
+            .iter()
+            .flat_map(|b| b.stats.iter().cloned())
+            .collect()
     }
 }
 
-/// The op. The forward leaves the saved state, and the batch statistics of the ten
-/// batch-norms (in network order) in `stats` for the running-statistics update.
+/// The network's passes on one device's kernels.
+pub(crate) struct Net<'a, K: NetKernels> {
+    pub(crate) k: &'a K,
+    pub(crate) shape: NetShape,
+    pub(crate) eps: f64,
+}
+
+impl<K: NetKernels> Net<'_, K> {
+    fn block<'b>(&'b self, i: usize, offsets: &'b [usize]) -> Block<'b, K> {
+        Block {
+            k: self.k,
+            shape: self.shape.blocks()[i],
+            offsets,
+            first: i * BLOCK_PARAMS,
+        }
+    }
+
+    /// Checks the input's and the packed parameters' lengths.
+    pub(crate) fn check(&self, x: usize, packed: usize) -> Result<()> {
+        let want: usize = param_sizes(&self.shape).iter().sum();
+        if x != self.shape.input_len() || packed != want {
+            candle_core::bail!(
+                "{NAME}: input of {x} and {packed} parameters for {:?} ({want} expected)",
+                self.shape
+            )
+        }
+        Ok(())
+    }
+
+    /// Logits `(B, 1, H, W)` of `x` `(B, 1, H, W)`, and what the backward needs.
+    pub(crate) fn forward(&self, x: &K::Slice, p: &K::Slice) -> Result<(K::Buf, Saved<K>)> {
+        let (k, s, c, eps) = (self.k, self.shape, self.shape.base, self.eps);
+        let o = param_offsets(&s);
+        let max_pool = |div: usize, ch: usize, src: &K::Buf| -> Result<K::Buf> {
+            let ps = s.pool(div, ch);
+            let mut out = k.take(ps.planes * ps.h_out() * ps.w_out())?;
+            k.max_pool_forward(&ps, src.borrow(), out.borrow_mut())?;
+            Ok(out)
+        };
+        let up_cat = |shape: UpCatShape, low: &K::Buf, skip: &K::Buf| -> Result<K::Buf> {
+            let mut out = k.take(shape.out_len())?;
+            k.up_cat_forward(&shape, low.borrow(), skip.borrow(), out.borrow_mut())?;
+            Ok(out)
+        };
+        let d1 = self.block(0, &o).forward(p, x, eps)?; // (B, c, H, W)
+        let p1 = max_pool(1, c, &d1.out)?; // (B, c, H/2, W/2)
+        let d2 = self.block(1, &o).forward(p, p1.borrow(), eps)?; // (B, 2c, H/2, W/2)
+        let p2 = max_pool(2, 2 * c, &d2.out)?; // (B, 2c, H/4, W/4)
+        let d3 = self.block(2, &o).forward(p, p2.borrow(), eps)?; // (B, 4c, H/4, W/4)
+        let a1 = up_cat(s.up_cat(4, 4 * c, 2 * c), &d3.out, &d2.out)?; // (B, 6c, H/2, W/2)
+        let u1 = self.block(3, &o).forward(p, a1.borrow(), eps)?; // (B, 2c, H/2, W/2)
+        let a2 = up_cat(s.up_cat(2, 2 * c, c), &u1.out, &d1.out)?; // (B, 3c, H, W)
+        let u2 = self.block(4, &o).forward(p, a2.borrow(), eps)?; // (B, c, H, W)
+        let head = s.head();
+        let mut logits = k.take(head.y_len())?;
+        let wb = pair(&o, BLOCKS * BLOCK_PARAMS);
+        k.conv_forward(&head, u2.out.borrow(), p, wb, logits.borrow_mut())?; // (B, 1, H, W)
+        let saved = Saved {
+            blocks: [d1, d2, d3, u1, u2],
+            inputs: [p1, p2, a1, a2],
+        };
+        Ok((logits, saved))
+    }
+
+    /// `(dx if need_dx, d_packed)` from the logits' gradient `g`; intermediate gradients are
+    /// returned to the pool as soon as they are used.
+    pub(crate) fn backward(
+        &self,
+        x: &K::Slice,
+        p: &K::Slice,
+        g: &K::Slice,
+        saved: &Saved<K>,
+        need_dx: bool,
+    ) -> Result<(Option<K::Buf>, K::Buf)> {
+        let (k, s, c) = (self.k, self.shape, self.shape.base);
+        let o = param_offsets(&s);
+        let Saved {
+            blocks: [d1, d2, d3, u1, u2],
+            inputs: [p1, p2, a1, a2],
+        } = saved;
+        let mut dp = k.take(o.last().copied().unwrap_or(0))?;
+        let head = s.head();
+        let wb = pair(&o, BLOCKS * BLOCK_PARAMS);
+        let mut du2 = k.take(head.x_len())?; // (B, c, H, W)
+        k.conv_backward_input(&head, g, p, wb.clone(), du2.borrow_mut())?;
+        k.conv_backward_weight(&head, u2.out.borrow(), g, dp.borrow_mut(), wb)?;
+        let up_cat_backward = |shape: UpCatShape, g: K::Buf| -> Result<(K::Buf, K::Buf)> {
+            let mut d_low = k.take(shape.batch * shape.c_low * shape.h * shape.w)?;
+            let mut d_skip = k.take(shape.batch * shape.c_skip * 4 * shape.h * shape.w)?;
+            k.up_cat_backward(&shape, g.borrow(), d_low.borrow_mut(), d_skip.borrow_mut())?;
+            k.give(g);
+            Ok((d_low, d_skip))
+        };
+        let mut block = |i: usize, input: &K::Buf, saved, d_out: K::Buf| -> Result<K::Buf> {
+            let dx = self.block(i, &o).backward(
+                p,
+                input.borrow(),
+                saved,
+                d_out.borrow(),
+                dp.borrow_mut(),
+                true,
+            )?;
+            k.give(d_out);
+            dx.ok_or_else(|| candle_core::Error::Msg(format!("{NAME}: no input gradient")))
+        };
+        let da2 = block(4, a2, u2, du2)?;
+        let (du1, mut dc1) = up_cat_backward(s.up_cat(2, 2 * c, c), da2)?;
+        let da1 = block(3, a1, u1, du1)?;
+        let (dc3, mut dc2) = up_cat_backward(s.up_cat(4, 4 * c, 2 * c), da1)?;
+        let dp2 = block(2, p2, d3, dc3)?;
+        // c2 feeds both the pooling and the skip connection: add the pooling's share.
+        k.max_pool_backward_add(
+            &s.pool(2, 2 * c),
+            d2.out.borrow(),
+            dp2.borrow(),
+            dc2.borrow_mut(),
+        )?;
+        k.give(dp2);
+        let dp1 = block(1, p1, d2, dc2)?;
+        k.max_pool_backward_add(
+            &s.pool(1, c),
+            d1.out.borrow(),
+            dp1.borrow(),
+            dc1.borrow_mut(),
+        )?;
+        k.give(dp1);
+        let dx = self
+            .block(0, &o)
+            .backward(p, x, d1, dc1.borrow(), dp.borrow_mut(), need_dx)?;
+        k.give(dc1);
+        Ok((dx, dp))
+    }
+}
+
+/// The batch statistics of the ten batch-norms of a training forward, in network order, for
+/// the caller's running-statistics update.
+pub enum NetStats {
+    /// CPU: plain vectors.
+    Host(Vec<BatchStats>),
+    /// CUDA: `5·C` floats per batch-norm (see `model::gpu`).
+    #[cfg(feature = "cudnn")]
+    Device(Vec<crate::model::gpu::DeviceStats>),
+}
+
+/// What the op keeps between forward and backward, on the device it ran on.
+enum SavedOn {
+    Host(Saved<CpuNet>),
+    #[cfg(feature = "cudnn")]
+    Device(
+        Saved<crate::model::gpu::CudaNet>,
+        crate::model::gpu::CudaNet,
+    ),
+}
+
+/// The op. The forward keeps the saved state, and leaves the batch statistics of the ten
+/// batch-norms in `stats` for the running-statistics update.
 struct UNetTrain {
     shape: NetShape,
     eps: f64,
-    pool: BufferPool,
-    saved: Mutex<Option<Saved>>,
-    stats: Arc<Mutex<Vec<BatchStats>>>,
+    cpu: CpuNet,
+    saved: Mutex<Option<SavedOn>>,
+    stats: Arc<Mutex<Option<NetStats>>>,
 }
 
 impl Drop for UNetTrain {
@@ -308,22 +563,38 @@ impl Drop for UNetTrain {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(saved) = saved {
-            saved.recycle(&self.pool);
+        match saved {
+            Some(SavedOn::Host(saved)) => saved.recycle(&self.cpu),
+            #[cfg(feature = "cudnn")]
+            Some(SavedOn::Device(saved, k)) => saved.recycle(&k),
+            None => {}
         }
     }
 }
 
 impl UNetTrain {
-    fn check(&self, x: usize, packed: usize) -> Result<()> {
-        let want: usize = param_sizes(&self.shape).iter().sum();
-        if x != self.shape.input_len() || packed != want {
-            candle_core::bail!(
-                "{NAME}: input of {x} and {packed} parameters for {:?} ({want} expected)",
-                self.shape
-            )
+    fn net<'a, K: NetKernels>(&self, k: &'a K) -> Net<'a, K> {
+        Net {
+            k,
+            shape: self.shape,
+            eps: self.eps,
         }
-        Ok(())
+    }
+
+    /// Keeps `saved` for the backward (recycling an earlier forward's) and publishes `stats`.
+    fn keep(&self, saved: SavedOn, stats: NetStats) {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
+        let previous = self
+            .saved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(saved);
+        match previous {
+            Some(SavedOn::Host(old)) => old.recycle(&self.cpu),
+            #[cfg(feature = "cudnn")]
+            Some(SavedOn::Device(old, k)) => old.recycle(&k),
+            None => {}
+        }
     }
 }
 
@@ -340,62 +611,33 @@ impl CustomOp2 for UNetTrain {
         lp: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, packed) = (slice_of(sx, lx, NAME)?, slice_of(sp, lp, NAME)?);
-        self.check(x.len(), packed.len())?;
-        let (isa, s, eps, pool) = (Isa::best(), self.shape, self.eps, &self.pool);
-        let sizes = param_sizes(&s);
-        let p = split(packed, &sizes);
-        let blk = s.blocks();
-        let c = s.base;
-        let block = |i: usize, input: &[f32]| {
-            block_forward(
-                pool,
-                &blk[i],
-                &p[i * BLOCK_PARAMS..][..BLOCK_PARAMS],
-                input,
-                eps,
-            )
-        };
-        let max_pool = |div: usize, ch: usize, src: &[f32]| {
-            let ps = s.pool(div, ch);
-            let mut out = pool.take(ps.planes * ps.h_out() * ps.w_out());
-            max_pool2x2_forward(&ps, src, &mut out);
-            out
-        };
-        let up_cat = |shape: UpCatShape, low: &[f32], skip: &[f32]| {
-            let mut out = pool.take(shape.out_len());
-            upsample_cat_forward(&shape, low, skip, &mut out);
-            out
-        };
-        let d1 = block(0, x); // (B, c, H, W)
-        let p1 = max_pool(1, c, &d1.out); // (B, c, H/2, W/2)
-        let d2 = block(1, &p1); // (B, 2c, H/2, W/2)
-        let p2 = max_pool(2, 2 * c, &d2.out); // (B, 2c, H/4, W/4)
-        let d3 = block(2, &p2); // (B, 4c, H/4, W/4)
-        let a1 = up_cat(s.up_cat(4, 4 * c, 2 * c), &d3.out, &d2.out); // (B, 6c, H/2, W/2)
-        let u1 = block(3, &a1); // (B, 2c, H/2, W/2)
-        let a2 = up_cat(s.up_cat(2, 2 * c, c), &u1.out, &d1.out); // (B, 3c, H, W)
-        let u2 = block(4, &a2); // (B, c, H, W)
-        let head = s.head();
-        let mut logits = output(head.y_len());
-        let (hw, hb) = (p[BLOCKS * BLOCK_PARAMS], p[BLOCKS * BLOCK_PARAMS + 1]);
-        conv2d_forward(isa, &head, &u2.out, hw, Epilogue::Bias(hb), &mut logits); // (B, 1, H, W)
-        let blocks = [d1, d2, d3, u1, u2];
-        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = blocks
-            .iter()
-            .flat_map(|b| b.stats.iter().cloned())
-            .collect();
-        let previous = self
-            .saved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(Saved {
-                blocks,
-                inputs: [p1, p2, a1, a2],
-            });
-        if let Some(old) = previous {
-            old.recycle(pool);
-        }
+        let net = self.net(&self.cpu);
+        net.check(x.len(), packed.len())?;
+        let (logits, saved) = net.forward(x, packed)?;
+        let stats = NetStats::Host(saved.stats());
+        self.keep(SavedOn::Host(saved), stats);
+        let s = self.shape;
         Ok((CpuStorage::F32(logits), (s.batch, 1, s.h, s.w).into()))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        sx: &candle_core::CudaStorage,
+        lx: &Layout,
+        sp: &candle_core::CudaStorage,
+        lp: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let k = crate::model::gpu::CudaNet::for_storage(sx)?;
+        let (x, packed) = (k.input(sx, lx)?, k.input(sp, lp)?);
+        let net = self.net(&k);
+        net.check(x.len(), packed.len())?;
+        let (logits, saved) = net.forward(&x, &packed)?;
+        let stats = NetStats::Device(saved.stats());
+        let logits = k.storage(logits);
+        self.keep(SavedOn::Device(saved, k), stats);
+        let s = self.shape;
+        Ok((logits, (s.batch, 1, s.h, s.w).into()))
     }
 
     fn bwd(
@@ -406,92 +648,32 @@ impl CustomOp2 for UNetTrain {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let guard = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(saved) = guard.as_ref() else {
-            candle_core::bail!("{NAME}: backward without forward")
-        };
         let need_dx = x.track_op();
-        let (dx, dp) = with_f32(x, NAME, |xv| {
-            with_f32(packed, NAME, |pv| {
-                with_f32(g, NAME, |gv| self.backward(xv, pv, gv, saved, need_dx))
-            })
-        })?;
-        let dx = dx.map(|dx| cpu_tensor(dx, x.shape())).transpose()?;
-        Ok((dx, Some(cpu_tensor(dp, packed.shape())?)))
-    }
-}
-
-impl UNetTrain {
-    /// `(dx if need_dx, d_packed)` from the logits' gradient `g`; intermediate gradients are
-    /// freed as soon as they are used.
-    fn backward(
-        &self,
-        x: &[f32],
-        packed: &[f32],
-        g: &[f32],
-        saved: &Saved,
-        need_dx: bool,
-    ) -> Result<(Option<Vec<f32>>, Vec<f32>)> {
-        let (isa, s, c, pool) = (Isa::best(), self.shape, self.shape.base, &self.pool);
-        let sizes = param_sizes(&s);
-        let p = split(packed, &sizes);
-        let blk = s.blocks();
-        let bp = |i: usize| &p[i * BLOCK_PARAMS..][..BLOCK_PARAMS];
-        let Saved {
-            blocks: [d1, d2, d3, u1, u2],
-            inputs: [p1, p2, a1, a2],
-        } = saved;
-        let mut dp = output(packed.len());
-        let dx = {
-            let mut grads = split_mut(&mut dp, &sizes);
-            let (block_grads, head_grads) = grads.split_at_mut(BLOCKS * BLOCK_PARAMS);
-            // Popped from the back: u2 first, d1 last.
-            let mut bg: Vec<&mut [&mut [f32]]> = block_grads.chunks_mut(BLOCK_PARAMS).collect();
-            let mut next_grads = || bg.pop().unwrap_or_default();
-            let head = s.head();
-            let mut du2 = pool.take(head.x_len()); // (B, c, H, W)
-            conv2d_backward_input(isa, &head, g, p[BLOCKS * BLOCK_PARAMS], &mut du2);
-            if let [dw, db] = head_grads {
-                conv2d_backward_weight(isa, &head, &u2.out, g, dw, db);
+        match guard.as_ref() {
+            None => candle_core::bail!("{NAME}: backward without forward"),
+            Some(SavedOn::Host(saved)) => {
+                let net = self.net(&self.cpu);
+                let (dx, dp) = with_f32(x, NAME, |xv| {
+                    with_f32(packed, NAME, |pv| {
+                        with_f32(g, NAME, |gv| net.backward(xv, pv, gv, saved, need_dx))
+                    })
+                })?;
+                let dx = dx.map(|dx| cpu_tensor(dx, x.shape())).transpose()?;
+                Ok((dx, Some(cpu_tensor(dp, packed.shape())?)))
             }
-            let block = |i: usize, input: &[f32], saved, d_out: &[f32], g, need_dx| {
-                block_backward(pool, &blk[i], bp(i), input, saved, d_out, g, need_dx)
-            };
-            let da2 = block(4, a2, u2, &du2, next_grads(), true)?.unwrap_or_default();
-            pool.give(du2);
-            let (du1, mut dc1) = up_cat_backward(pool, &s.up_cat(2, 2 * c, c), &da2);
-            pool.give(da2);
-            let da1 = block(3, a1, u1, &du1, next_grads(), true)?.unwrap_or_default();
-            pool.give(du1);
-            let (dc3, mut dc2) = up_cat_backward(pool, &s.up_cat(4, 4 * c, 2 * c), &da1);
-            pool.give(da1);
-            let dp2 = block(2, p2, d3, &dc3, next_grads(), true)?.unwrap_or_default();
-            pool.give(dc3);
-            // c2 feeds both the pooling and the skip connection: add the pooling's share.
-            max_pool2x2_backward_add(&s.pool(2, 2 * c), &d2.out, &dp2, &mut dc2);
-            pool.give(dp2);
-            let dp1 = block(1, p1, d2, &dc2, next_grads(), true)?.unwrap_or_default();
-            pool.give(dc2);
-            max_pool2x2_backward_add(&s.pool(1, c), &d1.out, &dp1, &mut dc1);
-            pool.give(dp1);
-            let dx = block(0, x, d1, &dc1, next_grads(), need_dx)?;
-            pool.give(dc1);
-            dx
-        };
-        Ok((dx, dp))
+            #[cfg(feature = "cudnn")]
+            Some(SavedOn::Device(saved, k)) => {
+                let net = self.net(k);
+                let (dx, dp) = k.with_tensor(x, |xv| {
+                    k.with_tensor(packed, |pv| {
+                        k.with_tensor(g, |gv| net.backward(xv, pv, gv, saved, need_dx))
+                    })
+                })?;
+                let dx = dx.map(|dx| k.tensor(dx, x.shape())).transpose()?;
+                Ok((dx, Some(k.tensor(dp, packed.shape())?)))
+            }
+        }
     }
-}
-
-/// The adjoint of `cat([up(low), skip])`: `(d_low, d_skip)` from the output's gradient.
-fn up_cat_backward(pool: &BufferPool, shape: &UpCatShape, g: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let mut d_low = pool.take(shape.batch * shape.c_low * shape.h * shape.w);
-    upsample_cat_backward_low(shape, g, &mut d_low);
-    let plane = 4 * shape.h * shape.w;
-    let per_image = (shape.c_low + shape.c_skip) * plane;
-    let mut d_skip = pool.take(shape.batch * shape.c_skip * plane);
-    for (b, dst) in d_skip.chunks_exact_mut(shape.c_skip * plane).enumerate() {
-        dst.copy_from_slice(&g[b * per_image + shape.c_low * plane..][..shape.c_skip * plane]);
-    }
-    (d_low, d_skip)
 }
 
 /// The U-Net's training forward as one op, recorded for backward: `xs` `(B, 1, H, W)` and the
@@ -503,17 +685,18 @@ pub fn unet_train_forward(
     base: usize,
     eps: f64,
     pool: &BufferPool,
-) -> Result<(Tensor, Vec<BatchStats>)> {
+) -> Result<(Tensor, NetStats)> {
     let (batch, _one, h, w) = xs.dims4()?;
-    let stats = Arc::new(Mutex::new(Vec::new()));
+    let stats = Arc::new(Mutex::new(None));
     let op = UNetTrain {
         shape: NetShape { batch, base, h, w },
         eps,
-        pool: pool.clone(),
+        cpu: CpuNet::new(pool.clone()),
         saved: Mutex::new(None),
         stats: stats.clone(),
     };
     let logits = xs.contiguous()?.apply_op2(&packed.contiguous()?, op)?;
-    let stats = std::mem::take(&mut *stats.lock().unwrap_or_else(PoisonError::into_inner));
+    let stats = stats.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let stats = stats.ok_or_else(|| candle_core::Error::Msg(format!("{NAME}: no statistics")))?;
     Ok((logits, stats))
 }
