@@ -5,7 +5,10 @@ SHELL := /bin/bash
 CARGO_TARGET_DIR ?= $(HOME)/.cache/lungseg-target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
-FEATURES ?= $(if $(shell command -v nvcc 2>/dev/null),cuda,)
+# With nvcc: the `cudnn` feature (cuDNN convolutions and lungseg's CUDA kernels; cuDNN from the
+# system or PyTorch's wheel, see scripts/ensure-cudnn.sh). FEATURES=cuda builds CUDA without
+# cuDNN (candle's own ops: several times slower).
+FEATURES ?= $(if $(shell command -v nvcc 2>/dev/null),cudnn,)
 FEATURE_FLAGS := $(if $(strip $(FEATURES)),--features "$(strip $(FEATURES))",)
 BIN := $(CARGO_TARGET_DIR)/debug/lungseg
 
@@ -75,11 +78,14 @@ TRAIN_TARGET := $(if $(strip $(FEATURES)),$(CARGO_TARGET_DIR)-$(subst $(space),-
 CUDA_COMPUTE_CAP ?= $(or $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .),80)
 export CUDA_COMPUTE_CAP
 
+# cuDNN's folder on the linker's and the loader's paths, for builds with the cudnn feature.
+CUDNN_ENV = $(if $(findstring cudnn,$(FEATURES)),cudnn=$$(bash scripts/ensure-cudnn.sh) && export LIBRARY_PATH=$$cudnn$${LIBRARY_PATH:+:$$LIBRARY_PATH} LD_LIBRARY_PATH=$$cudnn$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} &&,)
+
 # Trains, then evaluates the kept checkpoint (as nnU-Net validates after training).
 train:
-	CARGO_TARGET_DIR=$(TRAIN_TARGET) $(CARGO) build --bin lungseg $(FEATURE_FLAGS)
-	$(TRAIN_TARGET)/debug/lungseg train --data $(DATA) --run $(RUN) --device $(DEVICE) $(TRAIN_ARGS)
-	$(TRAIN_TARGET)/debug/lungseg eval --data $(DATA) --run $(RUN) --device $(DEVICE) $(EVAL_ARGS)
+	$(CUDNN_ENV) CARGO_TARGET_DIR=$(TRAIN_TARGET) $(CARGO) build --bin lungseg $(FEATURE_FLAGS)
+	$(CUDNN_ENV) $(TRAIN_TARGET)/debug/lungseg train --data $(DATA) --run $(RUN) --device $(DEVICE) $(TRAIN_ARGS)
+	$(CUDNN_ENV) $(TRAIN_TARGET)/debug/lungseg eval --data $(DATA) --run $(RUN) --device $(DEVICE) $(EVAL_ARGS)
 
 EVAL_ARGS ?=
 eval: build

@@ -233,43 +233,11 @@ for name, r in rows.items():
         print(f"| {name.removeprefix('train_rss_')} patients | {r['max_rss_mb']:.0f} | {r['wall_s']:.1f} |")
 print("\nOne epoch of 20 steps at width 8 plus a full validation pass; the loader streams row groups, "
       "so memory should not grow with the data.\n")
-gpu_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "gpu")
+# The GPU section: scripts/gpu-check.sh's results in docs/gpu/ (scripts/gpu_report.py).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu_report  # noqa: E402
 
-
-def jsonl(path):
-    try:
-        return [json.loads(l) for l in open(path) if l.strip().startswith("{")]
-    except OSError:
-        return []
-
-
-candle_gpu = jsonl(os.path.join(gpu_dir, "candle-cuda.json"))
-torch_gpu = jsonl(os.path.join(gpu_dir, "torch-cuda.json"))
-if candle_gpu and torch_gpu:
-    meta = open(os.path.join(gpu_dir, "measured.txt")).read().strip().splitlines()
-    meta = dict(l.split(": ", 1) for l in meta if ": " in l)
-    print("## GPU (CUDA)\n")
-    print(f"Measured by `scripts/gpu-check.sh` on {meta.get('date', '?')}, {meta.get('device', '?')}, "
-          f"revision {meta.get('revision', '?')}; raw results in `docs/gpu/`. Not re-measured by `make bench` "
-          "(this machine has no GPU). Batch 8, 128x128, median of 20 steps after 3 warm-up steps; "
-          "candle and PyTorch on the same GPU in the same call.\n")
-    print("| width | mode | candle ms/step | PyTorch ms/step | candle / PyTorch throughput |\n|---|---|---|---|---|")
-    for c in candle_gpu:
-        t = next((t for t in torch_gpu if t["base"] == c["base"] and t["mode"] == c["mode"]), None)
-        if t:
-            print(f"| {c['base']} | {c['mode']} | {c['seconds_per_step'] * 1e3:.1f} | "
-                  f"{t['seconds_per_step'] * 1e3:.1f} | {t['seconds_per_step'] / c['seconds_per_step']:.2f}x |")
-    st = jsonl(os.path.join(gpu_dir, "stream-cuda.json"))
-    if st:
-        print(f"\nStreaming shards to CUDA batches: {st[0]['patches_per_s']:.0f} patches/s on the node.")
-    wide = [(c, t) for c in candle_gpu for t in torch_gpu if c["base"] == t["base"] == 64
-            and c["mode"] == t["mode"] == "train-step"]
-    slower = (f"~{wide[0][0]['seconds_per_step'] / wide[0][1]['seconds_per_step']:.0f}x"
-              if wide else "many times")
-    print("\ncandle 0.11 has no cuDNN path in this build: its CUDA conv2d is im2col + cuBLAS and its "
-          f"conv backward goes through a naive transposed convolution, so a training step is {slower} "
-          "slower than PyTorch (cuDNN) at width 64. The 2-epoch training run in the same call "
-          "reached Dice 0.77 on validation (`docs/gpu/gpu-check.log`).\n")
+gpu_report.main()
 
 print("## Notes\n")
 if thread_counts and max(thread_counts) > 1 and used.get("lungseg", max(thread_counts)) < 0.75 * max(thread_counts):

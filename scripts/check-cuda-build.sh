@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Proves that the `cuda` feature compiles on a machine without a GPU: installs the toolkit if
-# needed, builds with CUDA_COMPUTE_CAP=80 (PTX that newer drivers JIT for Hopper), then checks
-# that the binary starts and reports a clean "no device" error instead of crashing.
+# Proves that the `cuda` and `cudnn` features compile on a machine without a GPU: installs the
+# toolkit if needed (and cuDNN's loader library to link against, scripts/ensure-cudnn.sh),
+# builds with CUDA_COMPUTE_CAP=80 (PTX that newer drivers JIT for Hopper), then checks that the
+# binary starts and reports a clean "no device" error instead of crashing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-cuda-toolkit.sh
 export CARGO_TARGET_DIR=${CUDA_TARGET_DIR:-$HOME/.cache/lungseg-target-cuda}
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-80}
 cargo build --features cuda --bins
+cudnn=$(bash scripts/ensure-cudnn.sh)
+export LIBRARY_PATH=$cudnn${LIBRARY_PATH:+:$LIBRARY_PATH}
+export LD_LIBRARY_PATH=$cudnn${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+cargo build --features cudnn --bins
 bin=$CARGO_TARGET_DIR/debug/lungseg
 "$bin" --version
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then

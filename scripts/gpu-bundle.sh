@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds everything scripts/gpu-check.sh needs on a GPU node that has no Rust toolchain: the CUDA
-# build of lungseg and lungseg-bench, the CUDA unit-test binary, and libcudart.so.11.0 from the
-# local toolkit. The stripped debug binaries weigh ~330 MB, over the device tool's 64 MiB carry
+# build of lungseg and lungseg-bench with the `cudnn` feature (cuDNN convolutions and lungseg's
+# CUDA kernels), the CUDA unit-test binary, and libcudart.so.11.0 from the local toolkit. cuDNN
+# itself is not carried: the bundle links libcudnn.so.9, which the node's PyTorch wheels provide
+# with the engine libraries it loads (gpu-check.sh puts their folder on LD_LIBRARY_PATH). The stripped debug binaries weigh ~330 MB, over the device tool's 64 MiB carry
 # limit, so they travel as .gpu/bundle.tar.xz (~40 MB; git-ignored; pass `.gpu` as `carry`).
 # gpu-check.sh unpacks it with Python's tarfile, which every node has.
 set -euo pipefail
@@ -29,9 +31,11 @@ ln -sf libcublasLt.so.13 "$CU13/lib64/libcublasLt.so"
 for l in libcuda.so libnvrtc.so libcurand.so libcudart.so; do
   ln -sf "/usr/lib/x86_64-linux-gnu/$l" "$CU13/lib64/$l"
 done
+# cuDNN's loader library, only to link against (scripts/ensure-cudnn.sh).
+ln -sf "$(bash scripts/ensure-cudnn.sh)/libcudnn.so.9" "$CU13/lib64/libcudnn.so"
 export CUDA_ROOT=$CU13
-cargo build --features cuda --bins
-tests=$(cargo test --features cuda --lib --no-run --message-format=json 2>/dev/null \
+cargo build --features cudnn --bins
+tests=$(cargo test --features cudnn --lib --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m=json.loads(l)

@@ -96,16 +96,44 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
     }
 }
 
-/// Turns off cudarc's per-buffer event tracking on a CUDA device (two CUDA events per
-/// allocation and a wait per use): lungseg runs everything on candle's one stream per device,
-/// where launch order alone orders every read and write.
+/// Sets up a CUDA device for training: turns off cudarc's per-buffer event tracking (CUDA
+/// events recorded for each allocation), since lungseg drives each device from one host thread
+/// on candle's stream (the thread's default stream), where launch order alone orders every read
+/// and write; and keeps freed
+/// memory in the device's allocation pool instead of returning it to the driver at every
+/// synchronisation (the pool's release threshold, 0 by default), so that each step's buffers
+/// come from the pool, as PyTorch's caching allocator does.
 fn single_stream(device: Device) -> Device {
     #[cfg(feature = "cuda")]
     if let Device::Cuda(cuda) = &device {
-        // SAFETY: lungseg never uses a second stream, so no buffer is shared across streams.
+        use candle_core::cuda::cudarc::driver::sys;
+        // SAFETY: lungseg uses a device from one host thread, hence one stream: no buffer is
+        // shared across streams.
         unsafe { cuda.disable_event_tracking() }
+        let dev = cuda.cuda_stream().context().cu_device();
+        let mut pool = std::ptr::null_mut();
+        let mut keep = u64::MAX;
+        // SAFETY: `pool` receives the device's default pool, which lives as long as the
+        // context; the attribute takes a pointer to a u64. A failure only leaves the default.
+        unsafe {
+            if sys::cuDeviceGetDefaultMemPool(&mut pool, dev) == sys::CUresult::CUDA_SUCCESS {
+                let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+                let _ = sys::cuMemPoolSetAttribute(pool, attr, (&mut keep as *mut u64).cast());
+            }
+        }
     }
     device
+}
+
+/// Bytes of the GPU in use (by every process and context), or `None` on other devices.
+pub fn gpu_used_bytes(device: &Device) -> Option<usize> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        let (free, total) = cuda.cuda_stream().context().mem_get_info().ok()?;
+        return Some(total - free);
+    }
+    let _ = device;
+    None
 }
 
 /// The GPU features compiled into this binary.

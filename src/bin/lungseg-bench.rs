@@ -11,6 +11,7 @@ use lungseg::data::patch::PatchBatch;
 use lungseg::data::patch::PatchSampler;
 use lungseg::data::{ShardStream, SliceIndex, StreamOptions};
 use lungseg::layout::DataDir;
+use lungseg::model::gpu::Precision;
 use lungseg::model::loss::LossKind;
 use lungseg::model::optim::{Adam, AdamParams};
 use lungseg::model::{ConvImpl, UNet, UNetConfig, Upsample2x};
@@ -47,11 +48,15 @@ enum What {
         /// Use candle's reference ops throughout (same as `--kernels candle-reference`).
         #[arg(long)]
         reference_conv: bool,
-        /// Which layer implementation: fused (lungseg's CPU kernels, one node for the net),
-        /// fused-layers (one node per layer) or candle-reference. Default: the
-        /// model's default (fused; `LUNGSEG_KERNELS` overrides).
+        /// Which layer implementation: fused (lungseg's kernels, one node for the net; on
+        /// CUDA with the cudnn feature, cuDNN and lungseg's CUDA kernels), fused-layers (one
+        /// node per layer) or candle-reference. Default: the model's default (fused;
+        /// `LUNGSEG_KERNELS` overrides).
         #[arg(long)]
         kernels: Option<ConvImpl>,
+        /// CUDA arithmetic of convolutions and matrix products: tf32 or f32 (strict).
+        #[arg(long, value_enum, default_value_t = Precision::Tf32)]
+        precision: Precision,
     },
     /// Each CPU kernel of one training step on the U-Net's own layer shapes, timed alone:
     /// CPU seconds (all threads) and wall seconds, the minimum over `--reps`.
@@ -120,8 +125,13 @@ fn train_step(
     device: &str,
     forward_only: bool,
     kernels: ConvImpl,
+    precision: Precision,
 ) -> anyhow::Result<serde_json::Value> {
     let dev = open_device(device)?;
+    if dev.is_cuda() {
+        lungseg::model::gpu::set_precision(precision);
+    }
+    let used_at_start = lungseg::device::gpu_used_bytes(&dev);
     let vm = VarMap::new();
     let conv = kernels;
     let model = UNet::with_impls(
@@ -172,6 +182,13 @@ fn train_step(
         "min_seconds_per_step": min_s, "cpu_seconds_per_step": median(cpu_times),
         "mode": if forward_only { "forward-only" } else { "train-step" },
         "conv": serde_json::to_value(kernels)?,
+        "precision": serde_json::to_value(precision)?,
+        "build": lungseg::device::built_features(),
+        // The allocation pool keeps freed memory (`device::open`), so what it grew by is the
+        // step's peak (plus cuDNN's and cuBLAS's workspaces).
+        "peak_pool_bytes": used_at_start
+            .zip(lungseg::device::gpu_used_bytes(&dev))
+            .map(|(start, end)| end.saturating_sub(start)),
     }))
 }
 
@@ -222,6 +239,7 @@ fn main() -> ExitCode {
             forward_only,
             reference_conv,
             kernels,
+            precision,
         } => train_step(
             base,
             batch,
@@ -234,6 +252,7 @@ fn main() -> ExitCode {
                 (true, _) => ConvImpl::CandleReference,
                 (false, k) => k.unwrap_or_default(),
             },
+            precision,
         ),
         What::Layers {
             base,

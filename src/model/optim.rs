@@ -245,7 +245,11 @@ impl Adam {
     /// Back-propagates `loss` and applies one update:
     /// m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − lr·(m/(1−β1ᵗ)) / (√(v/(1−β2ᵗ)) + ε).
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
-        let grads = loss.backward()?;
+        self.step(&loss.backward()?)
+    }
+
+    /// Applies one update with the gradients `grads` (variables without one are left alone).
+    pub fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         for slot in &mut self.slots {

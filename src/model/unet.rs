@@ -22,7 +22,7 @@ use super::kernels::ConvImpl;
 use super::ops::bn_relu::{batch_norm_relu_reference, batch_norm_relu_train, update_running_stats};
 use super::ops::conv::{conv2d, conv2d_bn_relu_inference, conv2d_inference, fold_batch_norm};
 use super::ops::inference::{unet_eval_forward, EvalParams, FoldedConv};
-use super::ops::network::{unet_train_forward, NetStats};
+use super::ops::network::{unet_eval_forward_packed, unet_train_forward, NetStats};
 use super::ops::pool::{max_pool2x2, max_pool2x2_reference};
 use super::ops::upsample::upsample_cat;
 use super::ops::{fused_applies, network_op_applies};
@@ -315,22 +315,9 @@ impl UNet {
         {
             return Ok(None);
         }
-        let mut params = Vec::with_capacity(42);
-        for block in self.blocks() {
-            let Some(p) = block.params() else {
-                return Ok(None);
-            };
-            params.extend(p);
-        }
-        let (Some(out_bias), out_weight) = (self.out.conv.bias(), self.out.conv.weight()) else {
+        let Some(packed) = self.packed_params()? else {
             return Ok(None);
         };
-        params.extend([out_weight, out_bias]);
-        let flat = params
-            .iter()
-            .map(|t| t.flatten_all())
-            .collect::<Result<Vec<_>>>()?;
-        let packed = Tensor::cat(&flat, 0)?;
         // Every batch-norm of the net is built with the same `bn_config`.
         let eps = self.d1.bn1.eps();
         let (logits, stats) = unet_train_forward(xs, &packed, self.base, eps, &self.buffers)?;
@@ -351,14 +338,61 @@ impl UNet {
         Ok(Some(logits))
     }
 
-    /// The eval-mode forward as one fused op without a backward node
-    /// (`model::ops::inference`), under the same conditions as [`UNet::forward_train_fused`].
+    /// The 42 trainable tensors flattened and concatenated in `ops::network::param_sizes`
+    /// order, or `None` if a layer lacks its bias or affine parameters.
+    fn packed_params(&self) -> Result<Option<Tensor>> {
+        let mut params = Vec::with_capacity(42);
+        for block in self.blocks() {
+            let Some(p) = block.params() else {
+                return Ok(None);
+            };
+            params.extend(p);
+        }
+        let (Some(out_bias), out_weight) = (self.out.conv.bias(), self.out.conv.weight()) else {
+            return Ok(None);
+        };
+        params.extend([out_weight, out_bias]);
+        let flat = params
+            .iter()
+            .map(|t| t.flatten_all())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Tensor::cat(&flat, 0)?))
+    }
+
+    /// The eval-mode forward on the whole-network op's kernels (`ops::network`): the packed
+    /// parameters and running statistics in, logits out, no backward node. CUDA's fused
+    /// evaluation; on the CPU [`UNet::forward_eval_fused`] folds the batch-norms instead.
+    fn forward_eval_packed(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+        let Some(packed) = self.packed_params()? else {
+            return Ok(None);
+        };
+        let mut running = Vec::with_capacity(20);
+        for block in self.blocks() {
+            for bn in [&block.bn1, &block.bn2] {
+                running.extend([
+                    bn.running_mean().flatten_all()?,
+                    bn.running_var().flatten_all()?,
+                ]);
+            }
+        }
+        let running = Tensor::cat(&running, 0)?;
+        let eps = self.d1.bn1.eps();
+        let logits = unet_eval_forward_packed(xs, &packed, &running, self.base, eps, &self.buffers);
+        Ok(Some(logits?))
+    }
+
+    /// The eval-mode forward as one fused op without a backward node (on the CPU
+    /// `model::ops::inference`, on CUDA [`UNet::forward_eval_packed`]), under the same
+    /// conditions as [`UNet::forward_train_fused`].
     fn forward_eval_fused(&self, xs: &Tensor) -> Result<Option<Tensor>> {
         if self.imp != ConvImpl::Fused
             || self.upsample != Upsample2x::Bilinear
-            || !fused_applies(xs)
+            || !network_op_applies(xs)
         {
             return Ok(None);
+        }
+        if !fused_applies(xs) {
+            return self.forward_eval_packed(xs);
         }
         let fold = |conv: &ConvLayer, bn: &BatchNorm| -> Result<Option<FoldedConv>> {
             let Some(bias) = conv.conv.bias() else {
@@ -631,19 +665,9 @@ mod tests {
         ))
     }
 
-    /// A seeded `(B, 1, H, W)` input and a {0,1} target with about 30% foreground.
-    fn seeded_input(seed: u64, (b, h, w): (usize, usize, usize)) -> Result<(Tensor, Tensor)> {
-        let mut rng = crate::rng::SplitMix64::new(seed);
-        let n = b * h * w;
-        let x: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
-        let y: Vec<f32> = (0..n)
-            .map(|_| f32::from(u8::from(rng.chance(0.3))))
-            .collect();
-        let dev = Device::Cpu;
-        Ok((
-            Tensor::from_vec(x, (b, 1, h, w), &dev)?,
-            Tensor::from_vec(y, (b, 1, h, w), &dev)?,
-        ))
+    /// A seeded `(B, 1, H, W)` input and target on the CPU.
+    fn seeded_input(seed: u64, dims: (usize, usize, usize)) -> Result<(Tensor, Tensor)> {
+        crate::model::ops::testing::seeded_batch(seed, dims, &Device::Cpu)
     }
 
     /// The forward error of `imp` against the reference ops, after checking every parameter's
@@ -779,6 +803,17 @@ mod tests {
         let b = reference.forward_t(&x, false)?;
         let err = rel_err(&a, &b)?;
         assert!(err < 1e-4, "eval forward rel err {err}");
+        // CUDA's evaluation path (the whole-network op with running statistics), run on the
+        // CPU's kernels: the same logits, and no backward node either.
+        let packed = fused
+            .forward_eval_packed(&x)?
+            .ok_or_else(|| candle_core::Error::Msg("no packed eval forward".into()))?;
+        assert!(
+            !packed.track_op(),
+            "the packed eval forward recorded a backward node"
+        );
+        let err = rel_err(&packed, &b)?;
+        assert!(err < 1e-4, "packed eval forward rel err {err}");
         Ok(())
     }
 

@@ -93,6 +93,13 @@ extern "C" {
         momentum: f64,
         factor: f64,
     );
+    fn lungseg_bn_eval_stats(
+        gamma_beta: *const f32,
+        running: *const f32,
+        stats: *mut f32,
+        channels: u32,
+        eps: f64,
+    );
     fn lungseg_max_pool_forward(x: *const f32, y: *mut f32, h: u32, w: u32, n_out: u32);
     fn lungseg_max_pool_backward_add(
         x: *const f32,
@@ -355,6 +362,21 @@ fn bn_running_update(running: &mut [f32], batch_stat: &[f32], momentum: f64, fac
     }
 }
 
+fn bn_eval_stats(gamma_beta: &[f32], running: &[f32], eps: f64, stats: &mut [f32]) {
+    let channels = running.len() / 2;
+    assert!(gamma_beta.len() == 2 * channels && stats.len() == 5 * channels);
+    // SAFETY: gamma_beta and running hold 2·C floats, stats 5·C.
+    unsafe {
+        lungseg_bn_eval_stats(
+            gamma_beta.as_ptr(),
+            running.as_ptr(),
+            stats.as_mut_ptr(),
+            idx(channels),
+            eps,
+        )
+    }
+}
+
 fn pool_lens(s: &PoolShape) -> (usize, usize) {
     (s.planes * s.h * s.w, s.planes * s.h_out() * s.w_out())
 }
@@ -432,44 +454,12 @@ fn upsample_cat_backward_kernel(s: &UpCatShape, g: &[f32], d_low: &mut [f32], d_
     }
 }
 
-/// The f32 constants of one Adam step, as `AdamStep::new` rounds them (its fields are
-/// private); `decay` is 1 without weight decay.
-#[derive(Debug, Clone, Copy)]
-struct AdamConsts {
-    beta1: f32,
-    one_minus_beta1: f32,
-    beta2: f32,
-    one_minus_beta2: f32,
-    inv_bias1: f32,
-    inv_bias2: f32,
-    eps: f32,
-    lr: f32,
-    decay: f32,
-}
-
-impl AdamConsts {
-    fn new(lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64, t: i32) -> Self {
-        Self {
-            beta1: beta1 as f32,
-            one_minus_beta1: (1.0 - beta1) as f32,
-            beta2: beta2 as f32,
-            one_minus_beta2: (1.0 - beta2) as f32,
-            inv_bias1: (1.0 / (1.0 - beta1.powi(t))) as f32,
-            inv_bias2: (1.0 / (1.0 - beta2.powi(t))) as f32,
-            eps: eps as f32,
-            lr: lr as f32,
-            decay: if weight_decay > 0.0 {
-                (1.0 - lr * weight_decay) as f32
-            } else {
-                1.0
-            },
-        }
-    }
-}
-
 /// One Adam step in place; `mv` holds m then v.
-fn adam_update_kernel(k: &AdamConsts, theta: &mut [f32], g: &[f32], mv: &mut [f32]) {
+fn adam_update_kernel(step: &AdamStep, theta: &mut [f32], g: &[f32], mv: &mut [f32]) {
     assert!(g.len() == theta.len() && mv.len() == 2 * theta.len());
+    // The constants in the kernel's argument order, as the CUDA optimizer passes them.
+    let [beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bias1, inv_bias2, eps, lr, decay] =
+        step.as_f32s();
     // SAFETY: index `i < n` touches `theta[i]`, `g[i]`, `mv[i]` and `mv[n + i]`.
     unsafe {
         lungseg_adam_update(
@@ -477,15 +467,15 @@ fn adam_update_kernel(k: &AdamConsts, theta: &mut [f32], g: &[f32], mv: &mut [f3
             g.as_ptr(),
             mv.as_mut_ptr(),
             idx(theta.len()),
-            k.beta1,
-            k.one_minus_beta1,
-            k.beta2,
-            k.one_minus_beta2,
-            k.inv_bias1,
-            k.inv_bias2,
-            k.eps,
-            k.lr,
-            k.decay,
+            beta1,
+            one_minus_beta1,
+            beta2,
+            one_minus_beta2,
+            inv_bias1,
+            inv_bias2,
+            eps,
+            lr,
+            decay,
         )
     }
 }
@@ -936,6 +926,37 @@ fn bn_running_update_matches_formula() {
     }
 }
 
+/// Evaluation mode (CUDA's `bn_relu_eval`): the running statistics' scale and shift, applied
+/// by the training kernel, bit-exact against the CPU's formula (`ops::network_cpu`):
+/// `scale = γ / sqrt(var + ε)`, `shift = β - mean·scale` in f64, then `max(0, fma(x, s, t))`.
+#[test]
+fn bn_eval_matches_cpu_formula() {
+    let eps = 1e-5;
+    for (seed, dims) in (90..).zip([(1, 1, 1, 1), (2, 3, 5, 7), (3, 4, 2, 2)]) {
+        let s = bn_shape(dims);
+        let c = s.channels;
+        let x = random(bn_len(&s), seed, 0.3, 2.0);
+        let gb = gamma_beta(c, seed + 1);
+        let mut running = random(c, seed + 2, 0.0, 1.0);
+        running.extend(random(c, seed + 3, 1.5, 1.0).iter().map(|v| v.abs()));
+        let mut stats = nan_f32(5 * c);
+        bn_eval_stats(&gb, &running, eps, &mut stats);
+        let mut got = nan_f32(x.len());
+        bn_relu_apply(&s, &x, &stats, &mut got);
+        let want: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let ch = (i / s.plane) % c;
+                let scale = f64::from(gb[ch]) / (f64::from(running[c + ch]) + eps).sqrt();
+                let shift = (f64::from(gb[c + ch]) - f64::from(running[ch]) * scale) as f32;
+                v.mul_add(scale as f32, shift).max(0.0)
+            })
+            .collect();
+        assert_bits(&format!("eval {dims:?}"), &got, &want);
+    }
+}
+
 /// Bit-exact against the CPU Adam over three steps, with and without weight decay: the same f32
 /// constants and the same operations in the same order (a decay of 1 without weight decay
 /// multiplies exactly).
@@ -953,8 +974,7 @@ fn adam_update_matches_cpu() {
                 let g = random(n, seed * 10 + t as u64, 0.0, 0.1);
                 let step = AdamStep::new(lr, beta1, beta2, eps, weight_decay, t);
                 cpu_adam_update(&step, &mut theta_cpu, &mut m_cpu, &mut v_cpu, &g);
-                let consts = AdamConsts::new(lr, beta1, beta2, eps, weight_decay, t);
-                adam_update_kernel(&consts, &mut theta, &g, &mut mv);
+                adam_update_kernel(&step, &mut theta, &g, &mut mv);
                 assert_bits(&format!("{what} theta"), &theta, &theta_cpu);
                 assert_bits(&format!("{what} m"), &mv[..n], &m_cpu);
                 assert_bits(&format!("{what} v"), &mv[n..], &v_cpu);

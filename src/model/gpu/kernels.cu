@@ -111,6 +111,23 @@ KERNEL lungseg_bn_forward_stats(const double* sums, const float* x, const float*
   }
 }
 
+// Evaluation-mode statistics from the running ones (running: mean (C) then variance (C)):
+// scale = gamma/sqrt(var + eps), shift = beta - mean*scale, in the layout of the training
+// statistics so that lungseg_bn_relu_apply serves both.
+KERNEL lungseg_bn_eval_stats(const float* gamma_beta, const float* running, float* stats,
+                             unsigned channels, double eps) {
+  FOR_EACH(c, channels) {
+    double mean = (double)running[c], var = (double)running[channels + c];
+    double std = sqrt(var + eps);
+    double scale = (double)gamma_beta[c] / std;
+    stats[ST_MEAN * channels + c] = (float)mean;
+    stats[ST_VAR * channels + c] = (float)var;
+    stats[ST_INV_STD * channels + c] = (float)(1.0 / std);
+    stats[ST_SCALE * channels + c] = (float)scale;
+    stats[ST_SHIFT * channels + c] = (float)((double)gamma_beta[channels + c] - mean * scale);
+  }
+}
+
 // z = max(0, x*scale + shift), per channel.
 KERNEL lungseg_bn_relu_apply(const float* x, const float* stats, float* z, unsigned channels,
                              unsigned plane, unsigned n) {

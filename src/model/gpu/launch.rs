@@ -76,9 +76,9 @@ macro_rules! launch {
         let cfg = $crate::model::gpu::launch::config($n)?;
         let mut builder = $kernels.stream().launch_builder(&func);
         $( builder.arg($arg); )*
-        // SAFETY: the arguments match the kernel's C signature in kernels.cu (checked by the
-        // emulated tests, which call the same functions through the same argument lists), and
-        // every buffer holds the elements the kernel indexes (the callers' shapes).
+        // SAFETY: each call site passes the arguments of the kernel's C signature in kernels.cu,
+        // in order and with its widths (u32 indices, f64 sums and constants), and every buffer
+        // holds the elements the kernel indexes for the call's shape.
         unsafe { builder.launch(cfg) }
             .map_err(|e| candle_core::Error::Msg(format!("lungseg CUDA kernel {}: {e:?}", $name)))?;
     }};

@@ -71,7 +71,8 @@ pub(crate) fn test_gpu(
     use std::sync::{Mutex, PoisonError};
     static GPU: Mutex<()> = Mutex::new(());
     let guard = GPU.lock().unwrap_or_else(PoisonError::into_inner);
-    match candle_core::Device::new_cuda(0) {
+    // Through `device::open`, as the trainer opens it (event tracking off, the pool kept).
+    match crate::device::open(crate::device::DeviceSpec::Cuda(0)) {
         Ok(d) => {
             set_precision(precision);
             Some((d, guard))

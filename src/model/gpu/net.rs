@@ -9,7 +9,9 @@ use crate::model::cpu::pool::PoolShape;
 use crate::model::cpu::upsample::UpCatShape;
 use crate::model::ops::network::NetKernels;
 use candle_core::backend::BackendStorage;
-use candle_core::cuda::cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
+use candle_core::cuda::cudarc::driver::{
+    CudaSlice, CudaStream, CudaView, DeviceRepr, ValidAsZeroBits,
+};
 use candle_core::cuda::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{Layout, Result, Shape, Storage, Tensor};
@@ -22,38 +24,63 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 /// `1/sqrt(var + eps)`, and the forward's scale and shift (`kernels.cu`, `ST_*`).
 pub type DeviceStats = Arc<CudaSlice<f32>>;
 
-/// Idle device buffers by length.
-struct Pool<T>(Mutex<HashMap<usize, Vec<CudaSlice<T>>>>);
+/// Idle device buffers by length, and the key of the workload they were sized for.
+struct Idle<T> {
+    by_len: HashMap<usize, Vec<CudaSlice<T>>>,
+    key: Vec<usize>,
+}
+
+/// A pool of device buffers reused from step to step (fresh allocations also come from the
+/// driver's pool, which keeps freed memory: see `device::open`).
+struct Pool<T>(Mutex<Idle<T>>);
 
 impl<T: DeviceRepr> Pool<T> {
     fn new() -> Self {
-        Self(Mutex::new(HashMap::new()))
+        Self(Mutex::new(Idle {
+            by_len: HashMap::new(),
+            key: Vec::new(),
+        }))
     }
 
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle<T>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A buffer of `len` (at least 1) elements, contents unspecified. When the device is out of
+    /// memory, the idle buffers are freed and the allocation tried once more.
     fn take(&self, stream: &Arc<CudaStream>, len: usize) -> Result<CudaSlice<T>> {
-        let idle = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(&len)
-            .and_then(Vec::pop);
-        match idle {
-            Some(buf) => Ok(buf),
-            // SAFETY: callers write every element before reading it (the `NetKernels`
-            // contract); the tests poison fresh buffers to prove it.
-            None => unsafe { stream.alloc::<T>(len.max(1)) }.map_err(candle_core::Error::wrap),
+        let len = len.max(1);
+        if let Some(buf) = self.idle().by_len.get_mut(&len).and_then(Vec::pop) {
+            return Ok(buf);
+        }
+        // SAFETY: callers write every element before reading it (the `NetKernels`
+        // contract); the tests poison fresh buffers to prove it.
+        match unsafe { stream.alloc::<T>(len) } {
+            Ok(buf) => Ok(buf),
+            Err(_) => {
+                self.idle().by_len.clear();
+                unsafe { stream.alloc::<T>(len) }.map_err(candle_core::Error::wrap)
+            }
         }
     }
 
     fn give(&self, buf: CudaSlice<T>) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(buf.len())
-            .or_default()
-            .push(buf);
+        self.idle().by_len.entry(buf.len()).or_default().push(buf);
+    }
+
+    /// Frees every idle buffer unless the pool was last sized for `key`, so that only one
+    /// workload's buffers (training batches, or validation's) are kept at a time.
+    fn reserve_for(&self, key: &[usize]) {
+        let mut idle = self.idle();
+        if idle.key != key {
+            idle.by_len.clear();
+            idle.key = key.to_vec();
+        }
     }
 }
+
+/// Filters start on a 16-byte boundary for cuDNN's vectorised kernels: 4 floats.
+const FILTER_ALIGN: usize = 4;
 
 struct Inner {
     dev: CudaDevice,
@@ -63,7 +90,9 @@ struct Inner {
     sums: Pool<f64>,
 }
 
-/// One device's kernels, cuDNN plans and buffers; clones share them.
+/// One device's kernels, cuDNN plans and buffers; clones share them. Its mutexes make it safe
+/// to share, but its launches go to the calling thread's stream (candle's per-thread default
+/// stream), so a device is driven from one host thread at a time, as the trainer does.
 #[derive(Clone)]
 pub struct CudaNet(Arc<Inner>);
 
@@ -134,6 +163,32 @@ impl CudaNet {
 
     fn convs(&self) -> std::sync::MutexGuard<'_, Convs> {
         self.0.convs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps only the buffers of the workload `key` (say, the input's shape) in the pools.
+    pub(crate) fn reserve_for(&self, key: &[usize]) {
+        self.0.floats.reserve_for(key);
+        self.0.sums.reserve_for(key);
+    }
+
+    /// Runs `f` on the filter `p[w]`, or on an aligned copy of it when it does not start on a
+    /// 16-byte boundary (a weight of an odd-width layer in the packed parameters).
+    fn with_filter<R>(
+        &self,
+        p: &CudaSlice<f32>,
+        w: Range<usize>,
+        f: impl FnOnce(&CudaView<'_, f32>) -> Result<R>,
+    ) -> Result<R> {
+        if w.start.is_multiple_of(FILTER_ALIGN) {
+            return f(&p.slice(w));
+        }
+        let mut copy = self.0.floats.take(self.stream(), w.len())?;
+        self.stream()
+            .memcpy_dtod(&p.slice(w), &mut copy)
+            .map_err(candle_core::Error::wrap)?;
+        let out = f(&copy.slice(..));
+        self.0.floats.give(copy);
+        out
     }
 
     /// The f32 elements `l` covers in `s`.
@@ -268,7 +323,7 @@ impl NetKernels for CudaNet {
         y: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let (w, b) = split(wb, s.w_len());
-        self.convs().forward(s, x, &p.slice(w), y)?;
+        self.with_filter(p, w, |filter| self.convs().forward(s, x, filter, y))?;
         let oc = out_channels(s);
         let (channels, plane, n) = (
             index(oc.channels, "channels")?,
@@ -290,7 +345,7 @@ impl NetKernels for CudaNet {
         dx: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let (w, _b) = split(wb, s.w_len());
-        self.convs().backward_data(s, dy, &p.slice(w), dx)
+        self.with_filter(p, w, |filter| self.convs().backward_data(s, dy, filter, dx))
     }
 
     fn conv_backward_weight(
@@ -374,6 +429,29 @@ impl NetKernels for CudaNet {
         launch!(self.kernels(), "lungseg_bn_backward_apply", n as usize;
             y, dz, stats, &coef, dy, &channels, &plane, &n);
         self.0.floats.give(coef);
+        Ok(())
+    }
+
+    fn bn_relu_eval(
+        &self,
+        s: &BnShape,
+        y: &CudaSlice<f32>,
+        p: &CudaSlice<f32>,
+        affine: Range<usize>,
+        running: &CudaSlice<f32>,
+        stats: Range<usize>,
+        eps: f64,
+        z: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let (channels, plane) = (index(s.channels, "channels")?, index(s.plane, "plane")?);
+        let n = index(s.batch * s.channels * s.plane, "activation")?;
+        let mut folded = self.0.floats.take(self.stream(), 5 * s.channels)?;
+        let (gamma_beta, running) = (p.slice(affine), running.slice(stats));
+        launch!(self.kernels(), "lungseg_bn_eval_stats", s.channels;
+            &gamma_beta, &running, &mut folded, &channels, &eps);
+        launch!(self.kernels(), "lungseg_bn_relu_apply", n as usize;
+            y, &folded, z, &channels, &plane, &n);
+        self.0.floats.give(folded);
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 
 use super::{set_precision, test_gpu as gpu, Precision};
 use crate::model::loss::soft_dice_loss;
-use crate::model::ops::testing::rel_err;
+use crate::model::ops::testing::{rel_err, seeded_batch as batch};
 use crate::model::optim::{Adam, AdamParams};
 use crate::model::{is_running_stat, trainable_vars, UNet, UNetConfig};
 use candle_core::{DType, Device, ModuleT, Result, Tensor};
@@ -27,20 +27,6 @@ fn net(base: usize, dev: &Device) -> Result<(VarMap, UNet)> {
     Ok((varmap, model))
 }
 
-/// A seeded `(B, 1, H, W)` input and a {0,1} target with about 30% foreground.
-fn batch(seed: u64, (b, h, w): (usize, usize, usize), dev: &Device) -> Result<(Tensor, Tensor)> {
-    let mut rng = crate::rng::SplitMix64::new(seed);
-    let n = b * h * w;
-    let x: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
-    let y: Vec<f32> = (0..n)
-        .map(|_| f32::from(u8::from(rng.chance(0.3))))
-        .collect();
-    Ok((
-        Tensor::from_vec(x, (b, 1, h, w), dev)?,
-        Tensor::from_vec(y, (b, 1, h, w), dev)?,
-    ))
-}
-
 /// Tensors by name.
 type Named = Vec<(String, Tensor)>;
 
@@ -56,11 +42,12 @@ fn values(varmap: &VarMap) -> Result<Named> {
 }
 
 /// Worst relative errors of one training forward and backward on CUDA against the CPU, with
-/// the same weights: `(logits, gradients, running statistics)`. Gradients are measured against
+/// the same weights: `(logits, gradients, running statistics, evaluation logits)`, the last
+/// from an evaluation forward after the training one (the running statistics it moved). Gradients are measured against
 /// at least 1e-3 of the largest gradient in the net, since the biases of convolutions before a
 /// train-mode batch-norm have an exactly-zero true gradient (rounding noise on both sides).
-fn errors(gpu: &Device, base: usize, dims: (usize, usize, usize)) -> Result<(f32, f32, f32)> {
-    let run = |dev: &Device| -> Result<(Tensor, Named, VarMap)> {
+fn errors(gpu: &Device, base: usize, dims: (usize, usize, usize)) -> Result<(f32, f32, f32, f32)> {
+    let run = |dev: &Device| -> Result<(Tensor, Named, VarMap, Tensor)> {
         let (varmap, model) = net(base, dev)?;
         let (x, y) = batch(11, dims, dev)?;
         let logits = model.forward_t(&x, true)?;
@@ -71,10 +58,11 @@ fn errors(gpu: &Device, base: usize, dims: (usize, usize, usize)) -> Result<(f32
             let t = grads.get(var.as_tensor()).ok_or_else(missing)?;
             g.push((name, t.to_device(&Device::Cpu)?));
         }
-        Ok((logits.to_device(&Device::Cpu)?, g, varmap))
+        let eval = model.forward_t(&x, false)?.to_device(&Device::Cpu)?;
+        Ok((logits.to_device(&Device::Cpu)?, g, varmap, eval))
     };
-    let (l_cpu, g_cpu, vm_cpu) = run(&Device::Cpu)?;
-    let (l_gpu, g_gpu, vm_gpu) = run(gpu)?;
+    let (l_cpu, g_cpu, vm_cpu, e_cpu) = run(&Device::Cpu)?;
+    let (l_gpu, g_gpu, vm_gpu, e_gpu) = run(gpu)?;
     let floor = 1e-3
         * g_cpu
             .iter()
@@ -98,7 +86,12 @@ fn errors(gpu: &Device, base: usize, dims: (usize, usize, usize)) -> Result<(f32
             stat_err = stat_err.max(rel_err(a, b)?);
         }
     }
-    Ok((rel_err(&l_gpu, &l_cpu)?, grad_err, stat_err))
+    Ok((
+        rel_err(&l_gpu, &l_cpu)?,
+        grad_err,
+        stat_err,
+        rel_err(&e_gpu, &e_cpu)?,
+    ))
 }
 
 #[test]
@@ -114,9 +107,16 @@ fn network_op_matches_cpu_in_strict_f32() -> Result<()> {
         (5, (3, 8, 4)),
         (8, (4, 64, 64)),
     ] {
-        let (fwd, grad, stats) = errors(&gpu, base, dims)?;
-        eprintln!("f32 base {base} {dims:?}: logits {fwd:e}, gradients {grad:e}, stats {stats:e}");
+        let (fwd, grad, stats, eval) = errors(&gpu, base, dims)?;
+        eprintln!(
+            "f32 base {base} {dims:?}: logits {fwd:e}, gradients {grad:e}, stats {stats:e}, \
+             eval {eval:e}"
+        );
         assert!(fwd < 1e-4, "base {base} {dims:?}: logits rel err {fwd:e}");
+        assert!(
+            eval < 1e-4,
+            "base {base} {dims:?}: evaluation logits rel err {eval:e}"
+        );
         assert!(
             grad < 1e-4,
             "base {base} {dims:?}: gradient rel err {grad:e}"
@@ -136,10 +136,14 @@ fn network_op_stays_close_to_cpu_in_tf32() -> Result<()> {
     let Some((gpu, _lock)) = gpu(Precision::Tf32) else {
         return Ok(());
     };
-    let (fwd, grad, stats) = errors(&gpu, 8, (4, 64, 64))?;
-    eprintln!("tf32 base 8 (4, 64, 64): logits {fwd:e}, gradients {grad:e}, stats {stats:e}");
+    let (fwd, grad, stats, eval) = errors(&gpu, 8, (4, 64, 64))?;
+    eprintln!(
+        "tf32 base 8 (4, 64, 64): logits {fwd:e}, gradients {grad:e}, stats {stats:e}, \
+         eval {eval:e}"
+    );
     set_precision(Precision::F32);
     assert!(fwd < 1e-2, "logits rel err {fwd:e}");
+    assert!(eval < 1e-2, "evaluation logits rel err {eval:e}");
     assert!(grad < 5e-2, "gradient rel err {grad:e}");
     assert!(stats < 1e-2, "running statistics rel err {stats:e}");
     Ok(())
@@ -171,22 +175,24 @@ fn fused_adam_follows_the_cpu_update_and_resumes_exactly() -> Result<()> {
         let err = rel_err(a, b)?;
         assert!(err < 1e-4, "{name}: rel err {err:e} after three steps");
     }
-    // A fresh optimizer loaded with the saved state takes the same next step.
+    // A fresh optimizer loaded with the saved state takes the same next step (from the same
+    // gradients: cuDNN's backward algorithms may sum in a different order from run to run).
     let state = adam.state()?;
     let mut resumed = Adam::new(trainable_vars(&varmap), params)?;
     resumed.load_state(&state)?;
-    let before = values(&varmap)?;
-    let (x, y) = batch(9, (2, 16, 16), &gpu)?;
-    let mut original = adam;
-    original.backward_step(&soft_dice_loss(&model.forward_t(&x, true)?, &y)?)?;
-    let stepped = values(&varmap)?;
-    for (v, (_, old)) in trainable_vars(&varmap)
+    let before: Vec<Tensor> = trainable_vars(&varmap)
         .iter()
-        .zip(before.iter().filter(|(name, _)| !is_running_stat(name)))
-    {
-        v.1.set(&old.to_device(&gpu)?)?;
+        .map(|(_, v)| v.as_tensor().copy())
+        .collect::<Result<_>>()?;
+    let (x, y) = batch(9, (2, 16, 16), &gpu)?;
+    let grads = soft_dice_loss(&model.forward_t(&x, true)?, &y)?.backward()?;
+    let mut original = adam;
+    original.step(&grads)?;
+    let stepped = values(&varmap)?;
+    for ((_, v), old) in trainable_vars(&varmap).iter().zip(&before) {
+        v.set(old)?;
     }
-    resumed.backward_step(&soft_dice_loss(&model.forward_t(&x, true)?, &y)?)?;
+    resumed.step(&grads)?;
     for ((name, a), (_, b)) in values(&varmap)?.iter().zip(&stepped) {
         if !is_running_stat(name) {
             let err = rel_err(a, b)?;

@@ -78,6 +78,24 @@ pub(crate) mod testing {
     //! Shared checks of a fused op against its reference composition.
     use candle_core::{Result, Tensor, Var};
 
+    /// A seeded `(B, 1, H, W)` input and a {0,1} target with about 30% foreground, on `dev`.
+    pub fn seeded_batch(
+        seed: u64,
+        (b, h, w): (usize, usize, usize),
+        dev: &candle_core::Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let n = b * h * w;
+        let x: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        let y: Vec<f32> = (0..n)
+            .map(|_| f32::from(u8::from(rng.chance(0.3))))
+            .collect();
+        Ok((
+            Tensor::from_vec(x, (b, 1, h, w), dev)?,
+            Tensor::from_vec(y, (b, 1, h, w), dev)?,
+        ))
+    }
+
     /// `max |a - b| / max |b|`.
     pub fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
         assert_eq!(a.dims(), b.dims());

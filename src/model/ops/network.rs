@@ -18,7 +18,7 @@ use crate::model::cpu::buffers::BufferPool;
 use crate::model::cpu::conv::ConvShape;
 use crate::model::cpu::pool::PoolShape;
 use crate::model::cpu::upsample::UpCatShape;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::borrow::{Borrow, BorrowMut};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -160,6 +160,12 @@ pub fn param_sizes(shape: &NetShape) -> Vec<usize> {
     sizes
 }
 
+/// The length of the packed running statistics: the mean then the variance of each of the ten
+/// batch-norms, in network order (`d1.bn1, d1.bn2, d2.bn1, …, u2.bn2`).
+pub fn running_len(shape: &NetShape) -> usize {
+    shape.blocks().iter().map(|b| 4 * b.c_out).sum()
+}
+
 /// Where each trainable tensor lies in the packed vector: `offsets[i]..offsets[i + 1]` is
 /// tensor `i` of [`param_sizes`].
 fn param_offsets(shape: &NetShape) -> Vec<usize> {
@@ -243,6 +249,20 @@ pub(crate) trait NetKernels {
         dy: &mut Self::Slice,
         dp: &mut Self::Slice,
     ) -> Result<()>;
+    /// `z = relu(batchnorm(y))` with running statistics: `running[stats]` holds the mean
+    /// then the variance of the `C` channels.
+    #[allow(clippy::too_many_arguments)]
+    fn bn_relu_eval(
+        &self,
+        s: &BnShape,
+        y: &Self::Slice,
+        p: &Self::Slice,
+        affine: Range<usize>,
+        running: &Self::Slice,
+        stats: Range<usize>,
+        eps: f64,
+        z: &mut Self::Slice,
+    ) -> Result<()>;
     /// 2×2 max-pooling.
     fn max_pool_forward(&self, s: &PoolShape, x: &Self::Slice, y: &mut Self::Slice) -> Result<()>;
     /// The pooling's gradient added into `dx`.
@@ -281,7 +301,8 @@ pub(crate) struct BlockSaved<K: NetKernels> {
     y2: K::Buf,
     /// The block's output.
     out: K::Buf,
-    stats: [K::Stats; 2],
+    /// The two batch-norms' batch statistics (none in evaluation mode).
+    stats: Option<[K::Stats; 2]>,
 }
 
 impl<K: NetKernels> BlockSaved<K> {
@@ -292,32 +313,71 @@ impl<K: NetKernels> BlockSaved<K> {
     }
 }
 
-/// One block's layers: its shape and its first parameter's index in [`param_sizes`].
+/// The batch-norms' statistics: the batch's own (training), or the running ones (evaluation),
+/// `(mean, var)` of each batch-norm packed in network order.
+pub(crate) enum BnMode<'a, S: ?Sized> {
+    Batch,
+    Running(&'a S),
+}
+
+/// One block's layers: its shape, its first parameter's index in [`param_sizes`] and its
+/// first batch-norm's range in the packed running statistics.
 struct Block<'a, K: NetKernels> {
     k: &'a K,
     shape: BlockShape,
     offsets: &'a [usize],
     first: usize,
+    running: usize,
+    eps: f64,
 }
 
 impl<K: NetKernels> Block<'_, K> {
-    fn forward(&self, p: &K::Slice, input: &K::Slice, eps: f64) -> Result<BlockSaved<K>> {
+    /// Batch-norm `j` (0 or 1) of the block with ReLU, from `y` into `z`.
+    fn bn_relu(
+        &self,
+        j: usize,
+        p: &K::Slice,
+        mode: &BnMode<'_, K::Slice>,
+        y: &K::Slice,
+        z: &mut K::Slice,
+    ) -> Result<Option<K::Stats>> {
+        let (bn, affine) = (self.shape.bn(), pair(self.offsets, self.first + 2 + 4 * j));
+        match mode {
+            BnMode::Batch => Ok(Some(
+                self.k.bn_relu_forward(&bn, y, p, affine, self.eps, z)?,
+            )),
+            BnMode::Running(running) => {
+                let start = self.running + 2 * bn.channels * j;
+                let stats = start..start + 2 * bn.channels;
+                self.k
+                    .bn_relu_eval(&bn, y, p, affine, running, stats, self.eps, z)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn forward(
+        &self,
+        p: &K::Slice,
+        input: &K::Slice,
+        mode: &BnMode<'_, K::Slice>,
+    ) -> Result<BlockSaved<K>> {
         let (k, b, o, i) = (self.k, &self.shape, self.offsets, self.first);
-        let (c1, c2, bn) = (b.conv1(), b.conv2(), b.bn());
+        let (c1, c2) = (b.conv1(), b.conv2());
         let mut y1 = k.take(c1.y_len())?;
         k.conv_forward(&c1, input, p, pair(o, i), y1.borrow_mut())?;
         let mut z1 = k.take(c1.y_len())?;
-        let s1 = k.bn_relu_forward(&bn, y1.borrow(), p, pair(o, i + 2), eps, z1.borrow_mut())?;
+        let s1 = self.bn_relu(0, p, mode, y1.borrow(), z1.borrow_mut())?;
         let mut y2 = k.take(c2.y_len())?;
         k.conv_forward(&c2, z1.borrow(), p, pair(o, i + 4), y2.borrow_mut())?;
         let mut out = k.take(c2.y_len())?;
-        let s2 = k.bn_relu_forward(&bn, y2.borrow(), p, pair(o, i + 6), eps, out.borrow_mut())?;
+        let s2 = self.bn_relu(1, p, mode, y2.borrow(), out.borrow_mut())?;
         Ok(BlockSaved {
             y1,
             z1,
             y2,
             out,
-            stats: [s1, s2],
+            stats: s1.zip(s2).map(|(a, b)| [a, b]),
         })
     }
 
@@ -333,7 +393,9 @@ impl<K: NetKernels> Block<'_, K> {
     ) -> Result<Option<K::Buf>> {
         let (k, b, o, i) = (self.k, &self.shape, self.offsets, self.first);
         let (c1, c2, bn) = (b.conv1(), b.conv2(), b.bn());
-        let [s1, s2] = &saved.stats;
+        let Some([s1, s2]) = &saved.stats else {
+            candle_core::bail!("{NAME}: backward of an evaluation-mode forward")
+        };
         let mut dy = k.take(b.out_len())?;
         let (y1, z1, y2) = (saved.y1.borrow(), saved.z1.borrow(), saved.y2.borrow());
         k.bn_relu_backward(&bn, y2, d_out, p, pair(o, i + 6), s2, dy.borrow_mut(), dp)?;
@@ -386,7 +448,7 @@ impl<K: NetKernels> Saved<K> {
     pub(crate) fn stats(&self) -> Vec<K::Stats> {
         self.blocks
             .iter()
-            .flat_map(|b| b.stats.iter().cloned())
+            .flat_map(|b| b.stats.iter().flatten().cloned())
             .collect()
     }
 }
@@ -400,16 +462,31 @@ pub(crate) struct Net<'a, K: NetKernels> {
 
 impl<K: NetKernels> Net<'_, K> {
     fn block<'b>(&'b self, i: usize, offsets: &'b [usize]) -> Block<'b, K> {
+        let blocks = self.shape.blocks();
         Block {
             k: self.k,
-            shape: self.shape.blocks()[i],
+            shape: blocks[i],
             offsets,
             first: i * BLOCK_PARAMS,
+            // Two batch-norms of `2·C_out` running values per earlier block.
+            running: blocks[..i].iter().map(|b| 4 * b.c_out).sum(),
+            eps: self.eps,
         }
     }
 
-    /// Checks the input's and the packed parameters' lengths.
+    /// Checks the shape (at least one image, sides positive multiples of 4, as the two
+    /// poolings and upsamplings need) and the input's and packed parameters' lengths.
     pub(crate) fn check(&self, x: usize, packed: usize) -> Result<()> {
+        let s = self.shape;
+        if s.batch == 0
+            || s.base == 0
+            || s.h == 0
+            || s.w == 0
+            || !s.h.is_multiple_of(4)
+            || !s.w.is_multiple_of(4)
+        {
+            candle_core::bail!("{NAME}: {s:?} needs at least one image, with sides that are positive multiples of 4")
+        }
         let want: usize = param_sizes(&self.shape).iter().sum();
         if x != self.shape.input_len() || packed != want {
             candle_core::bail!(
@@ -420,9 +497,32 @@ impl<K: NetKernels> Net<'_, K> {
         Ok(())
     }
 
-    /// Logits `(B, 1, H, W)` of `x` `(B, 1, H, W)`, and what the backward needs.
+    /// Logits `(B, 1, H, W)` of `x` `(B, 1, H, W)` in training mode, and what the backward
+    /// needs.
     pub(crate) fn forward(&self, x: &K::Slice, p: &K::Slice) -> Result<(K::Buf, Saved<K>)> {
-        let (k, s, c, eps) = (self.k, self.shape, self.shape.base, self.eps);
+        self.forward_with(x, p, &BnMode::Batch)
+    }
+
+    /// Logits `(B, 1, H, W)` of `x` in evaluation mode, with the batch-norms' `running`
+    /// statistics (mean then variance of each, in network order; see [`running_len`]).
+    pub(crate) fn forward_eval(
+        &self,
+        x: &K::Slice,
+        p: &K::Slice,
+        running: &K::Slice,
+    ) -> Result<K::Buf> {
+        let (logits, saved) = self.forward_with(x, p, &BnMode::Running(running))?;
+        saved.recycle(self.k);
+        Ok(logits)
+    }
+
+    fn forward_with(
+        &self,
+        x: &K::Slice,
+        p: &K::Slice,
+        mode: &BnMode<'_, K::Slice>,
+    ) -> Result<(K::Buf, Saved<K>)> {
+        let (k, s, c) = (self.k, self.shape, self.shape.base);
         let o = param_offsets(&s);
         let max_pool = |div: usize, ch: usize, src: &K::Buf| -> Result<K::Buf> {
             let ps = s.pool(div, ch);
@@ -435,15 +535,15 @@ impl<K: NetKernels> Net<'_, K> {
             k.up_cat_forward(&shape, low.borrow(), skip.borrow(), out.borrow_mut())?;
             Ok(out)
         };
-        let d1 = self.block(0, &o).forward(p, x, eps)?; // (B, c, H, W)
+        let d1 = self.block(0, &o).forward(p, x, mode)?; // (B, c, H, W)
         let p1 = max_pool(1, c, &d1.out)?; // (B, c, H/2, W/2)
-        let d2 = self.block(1, &o).forward(p, p1.borrow(), eps)?; // (B, 2c, H/2, W/2)
+        let d2 = self.block(1, &o).forward(p, p1.borrow(), mode)?; // (B, 2c, H/2, W/2)
         let p2 = max_pool(2, 2 * c, &d2.out)?; // (B, 2c, H/4, W/4)
-        let d3 = self.block(2, &o).forward(p, p2.borrow(), eps)?; // (B, 4c, H/4, W/4)
+        let d3 = self.block(2, &o).forward(p, p2.borrow(), mode)?; // (B, 4c, H/4, W/4)
         let a1 = up_cat(s.up_cat(4, 4 * c, 2 * c), &d3.out, &d2.out)?; // (B, 6c, H/2, W/2)
-        let u1 = self.block(3, &o).forward(p, a1.borrow(), eps)?; // (B, 2c, H/2, W/2)
+        let u1 = self.block(3, &o).forward(p, a1.borrow(), mode)?; // (B, 2c, H/2, W/2)
         let a2 = up_cat(s.up_cat(2, 2 * c, c), &u1.out, &d1.out)?; // (B, 3c, H, W)
-        let u2 = self.block(4, &o).forward(p, a2.borrow(), eps)?; // (B, c, H, W)
+        let u2 = self.block(4, &o).forward(p, a2.borrow(), mode)?; // (B, c, H, W)
         let head = s.head();
         let mut logits = k.take(head.y_len())?;
         let wb = pair(&o, BLOCKS * BLOCK_PARAMS);
@@ -629,6 +729,8 @@ impl CustomOp2 for UNetTrain {
         lp: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let k = crate::model::gpu::CudaNet::for_storage(sx)?;
+        let s = self.shape;
+        k.reserve_for(&[0, s.batch, s.base, s.h, s.w]);
         let (x, packed) = (k.input(sx, lx)?, k.input(sp, lp)?);
         let net = self.net(&k);
         net.check(x.len(), packed.len())?;
@@ -699,4 +801,134 @@ pub fn unet_train_forward(
     let stats = stats.lock().unwrap_or_else(PoisonError::into_inner).take();
     let stats = stats.ok_or_else(|| candle_core::Error::Msg(format!("{NAME}: no statistics")))?;
     Ok((logits, stats))
+}
+
+/// The U-Net's evaluation-mode forward as one op on the [`NetKernels`] path, without a backward
+/// node: CUDA's evaluation forward (the CPU's, with every batch-norm folded into its
+/// convolution, is `super::inference`; this op also runs on the CPU, where the tests check it).
+struct UNetEvalNet {
+    base: usize,
+    eps: f64,
+    cpu: CpuNet,
+}
+
+impl UNetEvalNet {
+    fn net<'a, K: NetKernels>(&self, k: &'a K, l: &Layout) -> Result<Net<'a, K>> {
+        let (batch, _one, h, w) = l.shape().dims4()?;
+        let base = self.base;
+        Ok(Net {
+            k,
+            shape: NetShape { batch, base, h, w },
+            eps: self.eps,
+        })
+    }
+
+    fn check_running(shape: &NetShape, running: usize) -> Result<()> {
+        let want = running_len(shape);
+        if running != want {
+            candle_core::bail!("{NAME}: {running} running statistics, {want} expected")
+        }
+        Ok(())
+    }
+}
+
+impl CustomOp3 for UNetEvalNet {
+    fn name(&self) -> &'static str {
+        "lungseg-unet-eval-net"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sp: &CpuStorage,
+        lp: &Layout,
+        sr: &CpuStorage,
+        lr: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let net = self.net(&self.cpu, lx)?;
+        let (x, p, r) = (
+            slice_of(sx, lx, NAME)?,
+            slice_of(sp, lp, NAME)?,
+            slice_of(sr, lr, NAME)?,
+        );
+        net.check(x.len(), p.len())?;
+        Self::check_running(&net.shape, r.len())?;
+        Ok((
+            CpuStorage::F32(net.forward_eval(x, p, r)?),
+            lx.shape().clone(),
+        ))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        sx: &candle_core::CudaStorage,
+        lx: &Layout,
+        sp: &candle_core::CudaStorage,
+        lp: &Layout,
+        sr: &candle_core::CudaStorage,
+        lr: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let k = crate::model::gpu::CudaNet::for_storage(sx)?;
+        let net = self.net(&k, lx)?;
+        let s = net.shape;
+        k.reserve_for(&[1, s.batch, s.base, s.h, s.w]);
+        let (x, p, r) = (k.input(sx, lx)?, k.input(sp, lp)?, k.input(sr, lr)?);
+        net.check(x.len(), p.len())?;
+        Self::check_running(&net.shape, r.len())?;
+        Ok((k.storage(net.forward_eval(&x, &p, &r)?), lx.shape().clone()))
+    }
+}
+
+/// The U-Net's evaluation-mode forward as one op without a backward node: `xs` `(B, 1, H, W)`,
+/// the packed parameters ([`param_sizes`]) and the packed running statistics ([`running_len`])
+/// → logits `(B, 1, H, W)`.
+pub fn unet_eval_forward_packed(
+    xs: &Tensor,
+    packed: &Tensor,
+    running: &Tensor,
+    base: usize,
+    eps: f64,
+    pool: &BufferPool,
+) -> Result<Tensor> {
+    let op = UNetEvalNet {
+        base,
+        eps,
+        cpu: CpuNet::new(pool.clone()),
+    };
+    xs.contiguous()?
+        .apply_op3_no_bwd(&packed.contiguous()?, &running.contiguous()?, &op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Sides the two poolings cannot halve twice, and empty batches, are errors before any
+    /// kernel runs (on CUDA a mismatched buffer would be read out of bounds, not caught).
+    #[test]
+    fn shapes_the_poolings_cannot_halve_are_refused() -> Result<()> {
+        let pool = BufferPool::default();
+        for (b, h, w) in [(1, 30, 32), (1, 32, 6), (0, 16, 16)] {
+            let shape = NetShape {
+                batch: b,
+                base: 2,
+                h,
+                w,
+            };
+            let n: usize = param_sizes(&shape).iter().sum();
+            let x = Tensor::zeros((b, 1, h, w), candle_core::DType::F32, &Device::Cpu)?;
+            let p = Tensor::zeros(n, candle_core::DType::F32, &Device::Cpu)?;
+            let err = match unet_train_forward(&x, &p, 2, 1e-5, &pool) {
+                Ok(_) => panic!("{b}x{h}x{w} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains("multiples of 4"), "{err}");
+            let r = Tensor::zeros(running_len(&shape), candle_core::DType::F32, &Device::Cpu)?;
+            assert!(unet_eval_forward_packed(&x, &p, &r, 2, 1e-5, &pool).is_err());
+        }
+        Ok(())
+    }
 }

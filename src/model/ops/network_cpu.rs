@@ -119,6 +119,32 @@ impl NetKernels for CpuNet {
         Ok(())
     }
 
+    fn bn_relu_eval(
+        &self,
+        s: &BnShape,
+        y: &[f32],
+        p: &[f32],
+        affine: Range<usize>,
+        running: &[f32],
+        stats: Range<usize>,
+        eps: f64,
+        z: &mut [f32],
+    ) -> Result<()> {
+        let (gamma, beta) = halves(p, affine, s.channels);
+        let (mean, var) = halves(running, stats, s.channels);
+        let plane = s.plane;
+        for (i, (zp, yp)) in z.chunks_mut(plane).zip(y.chunks(plane)).enumerate() {
+            let c = i % s.channels;
+            let scale = f64::from(gamma[c]) / (f64::from(var[c]) + eps).sqrt();
+            let shift = (f64::from(beta[c]) - f64::from(mean[c]) * scale) as f32;
+            let scale = scale as f32;
+            for (zv, &yv) in zp.iter_mut().zip(yp) {
+                *zv = yv.mul_add(scale, shift).max(0.0);
+            }
+        }
+        Ok(())
+    }
+
     fn max_pool_forward(&self, s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
         max_pool2x2_forward(s, x, y);
         Ok(())
