@@ -65,6 +65,8 @@ step "CUDA vs CPU: the whole-network op (strict f32, TF32), fused Adam and its r
 timeout 120 "$G/lib-tests" --exact device::tests::cuda_matches_cpu_forward_and_step --nocapture || status=1
 timeout 180 "$G/lib-tests" model::gpu::tests --nocapture --test-threads 1 2>&1 | tee "$OUT/gpu-tests.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
+# A bundle built without the cudnn feature has none of these tests: that is a failure too.
+grep -q "test result: ok. [1-9][0-9]* passed" "$OUT/gpu-tests.txt" || { echo "no CUDA op tests ran"; status=1; }
 
 bench() { # bench NAME ARGS...: one candle train-step row
   timeout 120 "$G/lungseg-bench" train-step --device cuda --steps 20 --warmup 3 "$@" \
@@ -100,11 +102,13 @@ if within 200; then
   smi=$!
   t1=$(date +%s.%N)
   timeout 170 "$G/lungseg" train --data $W/data --run $W/run --device cuda --max-epochs 3 \
-    --patience 3 2>&1 | tee "$OUT/full-size-train.log" || status=1
+    --patience 3 2>&1 | tee "$OUT/full-size-train.log"
+  trained=${PIPESTATUS[0]}
   t2=$(date +%s.%N)
   kill $smi 2>/dev/null
   cp $W/run/epochs.parquet "$OUT/full-size-epochs.parquet" 2>/dev/null
-  python3 - "$t1" "$t2" "$prep" "$OUT" <<'PY' || status=1
+  [ "$trained" = 0 ] || { status=1; echo "full-size training failed (exit $trained)"; }
+  [ "$trained" = 0 ] && python3 - "$t1" "$t2" "$prep" "$OUT" <<'PY' || status=1
 import json, sys
 t1, t2, prep, out = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 util = [float(l.split(",")[0]) for l in open(f"{out}/full-size-util.csv") if l.strip()]

@@ -31,7 +31,7 @@ SCALARS = {
 }
 # Types serialised as strings (enums with unit variants, or a custom string form).
 STRINGS = {"WindowMode", "ImageCompression", "LossKind", "RaterFusion", "Monitor", "EvalSplit", "Source",
-           "CheckpointChoice"}
+           "CheckpointChoice", "Precision"}
 # Serialised as a string, or as {"cuda": N} for a CUDA device.
 SPECIAL = {"DeviceSpec": ("string", "\"auto\", \"cpu\", \"metal\" or {\"cuda\": N}")}
 

@@ -67,9 +67,14 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
         let fix = if built_features().contains(feature) {
             "check that the GPU is visible (nvidia-smi) and its index exists".to_string()
         } else {
+            // CUDA builds get cuDNN (`make train`'s default where nvcc is installed).
+            let (build, toolkit) = if feature == "cuda" {
+                ("cudnn", "CUDA")
+            } else {
+                ("metal", "Metal")
+            };
             format!(
-                "this binary was built without `{feature}`: build it with `make train FEATURES={feature}` on a machine with the {} toolkit",
-                if feature == "cuda" { "CUDA" } else { "Metal" }
+                "this binary was built without `{feature}`: build it with `make train FEATURES={build}` on a machine with the {toolkit} toolkit"
             )
         };
         Error::Usage(format!("--device {what}: not available ({first}); {fix}"))

@@ -6,6 +6,7 @@ use crate::data::fusion::RaterFusion;
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::metrics::monitor::{Monitor, MonitorSpec};
+use crate::model::gpu::Precision;
 use crate::model::loss::{LossKind, TverskyParams};
 use crate::model::optim::AdamParams;
 use serde::{Deserialize, Serialize};
@@ -210,7 +211,7 @@ pub struct TrainConfig {
     pub device: DeviceSpec,
     /// CUDA arithmetic (configs written before it existed read as the default, TF32).
     #[serde(default)]
-    pub precision: crate::model::gpu::Precision,
+    pub precision: Precision,
     /// Use fold k as validation and the other folds as training.
     pub fold: Option<u32>,
     /// Continue an interrupted run from `last`.

@@ -160,7 +160,7 @@ impl EpochContext<'_> {
         let steps = self.steps();
         let hours = first_step_seconds * (steps * s.max_epochs) as f64 / 3600.0;
         ONCE.call_once(|| tracing::warn!(
-            "no GPU found, so --device auto trains the width-{} U-Net on the CPU: {first_step_seconds:.1} s per step, about {hours:.1} h for {} epochs of {steps} steps; on a CUDA machine use `make train FEATURES=cuda` (--device cpu silences this)",
+            "no GPU found, so --device auto trains the width-{} U-Net on the CPU: {first_step_seconds:.1} s per step, about {hours:.1} h for {} epochs of {steps} steps; on a CUDA machine use `make train FEATURES=cudnn` (--device cpu silences this)",
             s.base_channels,
             s.max_epochs
         ));

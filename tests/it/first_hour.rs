@@ -140,7 +140,7 @@ fn a_gpu_device_on_a_cpu_build_names_the_build_fix_and_leaves_no_run_directory()
     let run = sb.path("run");
     let r = train_tiny(&data, &run, &["--device", "cuda:1"]).expect_code(2);
     assert!(
-        r.stderr.contains("make train FEATURES=cuda"),
+        r.stderr.contains("make train FEATURES=cudnn"),
         "{}",
         r.stderr
     );
