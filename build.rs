@@ -1,7 +1,7 @@
-//! Builds `src/model/gpu/kernels.cu`, lungseg's CUDA kernels: always as plain C++ (a static
-//! library that only the CPU tests link, to run the kernels' own source against the CPU
-//! kernels), and with nvcc to PTX when the `cudnn` feature is on. The CPU build needs a C++
-//! compiler but never nvcc.
+//! Builds `src/model/gpu/kernels.cu`, lungseg's CUDA kernels: always as plain C (a static
+//! library that only the CPU tests call, to run the kernels' own source against the CPU
+//! kernels), and with nvcc to PTX when the `cudnn` feature is on. The CPU build needs a C
+//! compiler (as zstd's already does) but never nvcc.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,9 +13,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=NVCC");
     cc::Build::new()
-        .cpp(true)
         .flag("-x")
-        .flag("c++")
+        .flag("c")
+        .flag("-std=c99")
         .flag("-ffp-contract=off")
         .file(KERNELS)
         .opt_level(2)

@@ -1,4 +1,4 @@
-//! Runs the CUDA kernels' own source (`kernels.cu`, compiled as C++ by build.rs, one "thread"
+//! Runs the CUDA kernels' own source (`kernels.cu`, compiled as C by build.rs, one "thread"
 //! walking each grid-stride loop) against lungseg's CPU kernels, so that a machine without a GPU
 //! still checks every kernel's arithmetic, indexing and coverage.
 //!
@@ -25,7 +25,7 @@ use crate::model::cpu::simd::Isa;
 use crate::model::cpu::upsample::{upsample_cat_backward_low, upsample_cat_forward, UpCatShape};
 use crate::rng::SplitMix64;
 
-// The kernels of `kernels.cu` as its C++ build exports them.
+// The kernels of `kernels.cu` as its C build exports them.
 extern "C" {
     fn lungseg_add_channel_bias(y: *mut f32, bias: *const f32, channels: u32, plane: u32, n: u32);
     fn lungseg_channel_moments(

@@ -4,8 +4,8 @@
 // cuDNN (src/model/gpu/conv.rs).
 //
 // Every kernel is a grid-stride loop over an index space, with no shared memory and no
-// barriers: each index is independent. That makes the same source compile as plain C++
-// (without __CUDACC__, one "thread" walks the whole space), which is how the CPU test build runs
+// barriers: each index is independent. That makes the same source compile as plain C (without
+// __CUDACC__, one "thread" walks the whole space), which is how the CPU test build runs
 // these kernels against lungseg's CPU kernels (src/model/gpu/emulated.rs); nvcc compiles it to
 // PTX for the `cudnn` feature (build.rs). Indices are 32-bit: the Rust side refuses tensors of
 // 2^31 elements or more.
@@ -24,7 +24,11 @@
 #define UNROLL _Pragma("unroll 4")
 #else
 #include <math.h>
+#ifdef __cplusplus
 #define KERNEL extern "C" void
+#else
+#define KERNEL void
+#endif
 #define DEVICE static inline
 #define FOR_EACH(i, n) for (unsigned i = 0; i < (n); ++i)
 #define UNROLL

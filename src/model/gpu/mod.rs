@@ -3,7 +3,7 @@
 //! network op ([`crate::model::ops::network`]) and optimizer that run lungseg's CPU kernels.
 //! Built with the `cudnn` feature; without it, CUDA runs candle's reference compositions.
 //!
-//! The kernels' source also compiles as C++ (build.rs), so the CPU tests run it against the
+//! The kernels' source also compiles as C (build.rs), so the CPU tests run it against the
 //! CPU kernels (`emulated`): a machine without a GPU still checks every kernel's arithmetic.
 
 #[cfg(feature = "cudnn")]

@@ -43,9 +43,10 @@ fn values(varmap: &VarMap) -> Result<Named> {
 
 /// Worst relative errors of one training forward and backward on CUDA against the CPU, with
 /// the same weights: `(logits, gradients, running statistics, evaluation logits)`, the last
-/// from an evaluation forward after the training one (the running statistics it moved). Gradients are measured against
-/// at least 1e-3 of the largest gradient in the net, since the biases of convolutions before a
-/// train-mode batch-norm have an exactly-zero true gradient (rounding noise on both sides).
+/// from an evaluation forward after the training one (with the running statistics it moved).
+/// Gradients are measured against at least 1e-3 of the largest gradient in the net, since the
+/// biases of convolutions before a train-mode batch-norm have an exactly-zero true gradient
+/// (rounding noise on both sides).
 fn errors(gpu: &Device, base: usize, dims: (usize, usize, usize)) -> Result<(f32, f32, f32, f32)> {
     let run = |dev: &Device| -> Result<(Tensor, Named, VarMap, Tensor)> {
         let (varmap, model) = net(base, dev)?;
