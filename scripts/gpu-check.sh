@@ -87,6 +87,8 @@ if within 150; then
     torch --base $base --forward-only
   done
   bench --base 64 --kernels candle-reference
+  # Where a width-64 step goes: forward + loss, backward, Adam (synchronised between them).
+  bench --base 64 --phases
 fi
 
 step "full-size run: 875 synthetic patients, 3 epochs at the defaults (width 64, batch 8)"

@@ -2,11 +2,11 @@
 """Prints BENCHMARKS.md's GPU section from scripts/gpu-check.sh's results in docs/gpu/ (copied
 there from the device tool's $OUT), followed by docs/gpu/changes.md, the predicted and measured
 effect of each GPU change. bench_report.py includes it; run alone to refresh that section:
-    python3 scripts/gpu_report.py"""
+    python3 scripts/gpu_report.py            (GPU_RESULTS=DIR reads another folder)"""
 import json
 import os
 
-GPU_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "gpu")
+GPU_DIR = os.environ.get("GPU_RESULTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "gpu")
 
 
 def jsonl(name):
@@ -29,7 +29,8 @@ def path(c):
     conv = c.get("conv", "?")
     if conv == "fast-backward":  # rows from before the cuDNN path
         conv = "candle ops"
-    return f"{conv}, {c['precision']}" if "precision" in c else conv
+    label = f"{conv}, {c['precision']}" if "precision" in c else conv
+    return f"{label}, synchronised phases" if c.get("phase_ms") else label
 
 
 def main():
@@ -54,6 +55,11 @@ def main():
             print(f"| {c['base']} | {c['mode']} | {path(c)} | {c['seconds_per_step'] * 1e3:.1f} | "
                   f"{t['seconds_per_step'] * 1e3:.1f} | {t['seconds_per_step'] / c['seconds_per_step']:.2f}x | "
                   f"{mb(c.get('peak_pool_bytes'))} / {mb(t.get('peak_reserved_bytes'))} |")
+    for c in candle:
+        if c.get("phase_ms"):
+            p = c["phase_ms"]
+            print(f"\nWhere a width-{c['base']} step goes ({path(c)}): forward + loss {p['forward_loss']:.1f} ms, "
+                  f"backward {p['backward']:.1f} ms, Adam {p['optimizer']:.1f} ms.")
     fast = [t for t in torch if t.get("variant") == "fast"]
     if fast:
         print("\nAgainst the fastest practical PyTorch (`--fast`: cudnn.benchmark, channels_last, bf16 "
@@ -62,7 +68,8 @@ def main():
         print("| width | mode | PyTorch fast | compiled | PyTorch ms/step | lungseg best ms/step | lungseg / PyTorch |")
         print("|---|---|---|---|---|---|---|")
         for t in fast:
-            mine = [c for c in candle if c["base"] == t["base"] and c["mode"] == t["mode"]]
+            mine = [c for c in candle if c["base"] == t["base"] and c["mode"] == t["mode"]
+                    and not c.get("phase_ms")]
             if mine:
                 best = min(mine, key=lambda c: c["seconds_per_step"])
                 print(f"| {t['base']} | {t['mode']} | {t.get('adam_impl') or '-'} Adam, {t.get('autocast_dtype')} | "

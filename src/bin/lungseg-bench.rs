@@ -57,6 +57,11 @@ enum What {
         /// CUDA arithmetic of convolutions and matrix products: tf32 or f32 (strict).
         #[arg(long, value_enum, default_value_t = Precision::Tf32)]
         precision: Precision,
+        /// Also time the step's phases (forward + loss, backward, optimizer), with the device
+        /// synchronised between them: medians in `phase_ms`. The synchronisations remove the
+        /// overlap of host and device work, so the step itself may time slower.
+        #[arg(long)]
+        phases: bool,
     },
     /// Each CPU kernel of one training step on the U-Net's own layer shapes, timed alone:
     /// CPU seconds (all threads) and wall seconds, the minimum over `--reps`.
@@ -126,6 +131,7 @@ fn train_step(
     forward_only: bool,
     kernels: ConvImpl,
     precision: Precision,
+    phases: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let dev = open_device(device)?;
     if dev.is_cuda() {
@@ -155,22 +161,43 @@ fn train_step(
     let y = Tensor::from_vec(y, (batch, 1, size, size), &dev)?;
     let mut times = Vec::new();
     let mut cpu_times = Vec::new();
+    // Seconds of each phase (with `phases`): forward + loss, backward, optimizer.
+    let mut phase_times: [Vec<f64>; 3] = Default::default();
     for i in 0..warmup + steps {
         let (t, cpu) = (Instant::now(), layers::cpu_seconds());
+        let mut marks = [0.0; 3];
+        let mut mark = |k: usize| -> anyhow::Result<()> {
+            if phases {
+                dev.synchronize()?;
+                marks[k] = t.elapsed().as_secs_f64();
+            }
+            Ok(())
+        };
         if forward_only {
             let p = model.forward_t(&x, false)?;
             p.sum_all()?.to_scalar::<f32>()?;
         } else {
             let logits = model.forward_t(&x, true)?;
             let loss = LossKind::Dice.compute(&logits, &y)?;
-            opt.backward_step(&loss)?;
+            mark(0)?;
+            let grads = loss.backward()?;
+            mark(1)?;
+            opt.step(&grads)?;
+            mark(2)?;
             loss.to_scalar::<f32>()?;
         }
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
             cpu_times.push(layers::cpu_seconds() - cpu);
+            for (k, v) in phase_times.iter_mut().enumerate() {
+                v.push(marks[k] - if k == 0 { 0.0 } else { marks[k - 1] });
+            }
         }
     }
+    let phase_ms = (phases && !forward_only).then(|| {
+        let [f, b, o] = phase_times.map(|v| median(v) * 1e3);
+        serde_json::json!({"forward_loss": f, "backward": b, "optimizer": o})
+    });
     let (s, min_s) = (
         median(times.clone()),
         times.iter().copied().fold(f64::MAX, f64::min),
@@ -184,6 +211,7 @@ fn train_step(
         "conv": serde_json::to_value(kernels)?,
         "precision": serde_json::to_value(precision)?,
         "build": lungseg::device::built_features(),
+        "phase_ms": phase_ms,
         // The allocation pool keeps freed memory (`device::open`), so what it grew by is the
         // step's peak (plus cuDNN's and cuBLAS's workspaces).
         "peak_pool_bytes": used_at_start
@@ -240,6 +268,7 @@ fn main() -> ExitCode {
             reference_conv,
             kernels,
             precision,
+            phases,
         } => train_step(
             base,
             batch,
@@ -253,6 +282,7 @@ fn main() -> ExitCode {
                 (false, k) => k.unwrap_or_default(),
             },
             precision,
+            phases,
         ),
         What::Layers {
             base,
