@@ -210,6 +210,8 @@ fn outputs_follow_their_contracts_and_reruns_skip() {
         assert!(cfg.get(key).is_some(), "config.json lacks {key}: {cfg}");
     }
     assert_eq!(cfg["device"], "cpu");
+    // The CUDA arithmetic is part of the resolved config (TF32 unless `--precision f32`).
+    assert_eq!(cfg["config"]["precision"], "tf32", "{cfg}");
     let names = safetensor_names(&run.join("last.safetensors"));
     assert!(names.contains(&"d1.net.0.weight".to_string()), "{names:?}");
     assert!(
@@ -326,6 +328,12 @@ fn bad_inputs_are_one_line_errors_with_exit_code_2() {
         1,
         "{}",
         no_data.stderr
+    );
+    let bad_precision = train_tiny(&data, &sb.path("r"), &["--precision", "f16"]).expect_code(2);
+    assert!(
+        bad_precision.stderr.contains("tf32") && bad_precision.stderr.contains("f32"),
+        "{}",
+        bad_precision.stderr
     );
     let bad_flag = train_tiny(&data, &sb.path("r"), &["--lr=-1"]).expect_code(2);
     assert!(bad_flag.stderr.contains("--lr"), "{}", bad_flag.stderr);
