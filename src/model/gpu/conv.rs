@@ -144,7 +144,13 @@ unsafe impl Send for Convs {}
 
 impl Convs {
     pub(crate) fn new(stream: Arc<CudaStream>) -> Result<Self> {
-        let cudnn = Cudnn::new(stream.clone()).map_err(cudnn_err("handle"))?;
+        let cudnn = Cudnn::new(stream.clone()).map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "cuDNN handle: {e:?} (cuDNN 9's engine libraries must sit beside libcudnn.so.9 on \
+                 LD_LIBRARY_PATH: `bash scripts/ensure-cudnn.sh` prints that folder; or build with \
+                 FEATURES=cuda to train on candle's own CUDA ops)"
+            ))
+        })?;
         Ok(Self {
             cudnn,
             stream,
