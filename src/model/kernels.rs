@@ -14,11 +14,13 @@ pub enum ConvImpl {
     /// the composed bilinear upsampler and `Tensor::cat`, and max-pooling from reductions (with
     /// PyTorch's gradient; candle's `max_pool2d` divides it, see `model::cpu::pool`).
     CandleReference,
-    /// lungseg's fused CPU ops (`model::ops`): the U-Net's whole training pass is one autograd
-    /// node (`model::ops::network`); a lone [`crate::model::DoubleConv`] or
-    /// [`crate::model::ConvLayer`] runs as [`ConvImpl::FusedLayers`]; evaluation folds each
-    /// eval-mode BatchNorm into its convolution and records no backward. Other devices and
-    /// dtypes fall back to the reference compositions.
+    /// lungseg's fused ops (`model::ops`): the U-Net's whole training pass is one autograd
+    /// node (`model::ops::network`), on the CPU's kernels or, in a build with the `cudnn`
+    /// feature, on cuDNN and lungseg's CUDA kernels (`model::gpu`); a lone
+    /// [`crate::model::DoubleConv`] or [`crate::model::ConvLayer`] runs as
+    /// [`ConvImpl::FusedLayers`]; evaluation records no backward (on the CPU each eval-mode
+    /// BatchNorm folds into its convolution). Other devices and dtypes fall back to the
+    /// reference compositions.
     Fused,
     /// The same kernels with one autograd node per layer operation (convolution,
     /// BatchNorm+ReLU, pooling, upsample+concat): candle's `GradStore` then zero-fills and adds

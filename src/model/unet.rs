@@ -456,8 +456,9 @@ impl UNet {
 impl ModuleT for UNet {
     /// Returns **logits** (apply a sigmoid, or use [`UNet::probabilities`], for probabilities).
     /// `train` selects batch statistics (and updates the running ones) in every batch-norm.
-    /// With the fused implementation on the CPU, training records one backward node for the
-    /// whole net (`model::ops::network`) and evaluation records none (`model::ops::inference`).
+    /// With the fused implementation on the CPU (or on CUDA with the `cudnn` feature), training
+    /// records one backward node for the whole net (`model::ops::network`) and evaluation
+    /// records none (`model::ops::inference` on the CPU, the network op's kernels on CUDA).
     ///
     /// # Shapes
     /// `xs`: `(B, 1, H, W)` with `H` and `W` multiples of 4 → `(B, 1, H, W)`.

@@ -1,6 +1,7 @@
 //! The U-Net's fused layer operations as candle ops: each is one autograd node whose forward
-//! and backward run the CPU kernels of [`super::cpu`], and each has a reference composition of
-//! candle ops that other devices and dtypes use (and the tests compare against).
+//! and backward run the CPU kernels of [`super::cpu`] (the whole network, `network`, also runs
+//! on CUDA's, [`super::gpu`]), and each has a reference composition of candle ops that other
+//! devices and dtypes use (and the tests compare against).
 //!
 //! Inference calls (`*_inference`) run the same kernels without recording a backward node.
 
