@@ -124,6 +124,34 @@ fn parts(channels: usize, count: usize) -> usize {
     32 * warps
 }
 
+/// A `(B, C, H·W)` activation's sizes as the kernels' 32-bit arguments, and the thread layout of
+/// its per-channel sums.
+struct ChannelDims {
+    batch: u32,
+    channels: u32,
+    plane: u32,
+    /// Elements.
+    n: u32,
+    /// Threads per channel of the sums ([`parts`]).
+    parts: u32,
+    /// Threads of the sums in all.
+    threads: usize,
+}
+
+impl ChannelDims {
+    fn of(s: &BnShape) -> Result<Self> {
+        let parts = parts(s.channels, s.batch * s.plane);
+        Ok(Self {
+            batch: index(s.batch, "batch")?,
+            channels: index(s.channels, "channels")?,
+            plane: index(s.plane, "plane")?,
+            n: index(s.batch * s.channels * s.plane, "activation")?,
+            parts: index(parts, "parts")?,
+            threads: s.channels * parts,
+        })
+    }
+}
+
 impl CudaNet {
     /// The shared state of `dev`, created on first use.
     pub fn for_device(dev: &CudaDevice) -> Result<Self> {
@@ -256,16 +284,22 @@ impl CudaNet {
         s: &BnShape,
         shifted: bool,
     ) -> Result<()> {
-        let (batch, channels, plane) = (
-            index(s.batch, "batch")?,
-            index(s.channels, "channels")?,
-            index(s.plane, "plane")?,
-        );
-        let parts = parts(s.channels, s.batch * s.plane);
-        let threads = s.channels * parts;
-        let (parts, shifted) = (index(parts, "parts")?, i32::from(shifted));
-        launch!(self.kernels(), "lungseg_channel_moments", threads;
-            x, sums, &batch, &channels, &plane, &parts, &shifted);
+        let (d, shifted) = (ChannelDims::of(s)?, i32::from(shifted));
+        launch!(self.kernels(), "lungseg_channel_moments", d.threads;
+            x, sums, &d.batch, &d.channels, &d.plane, &d.parts, &shifted);
+        Ok(())
+    }
+
+    /// `z = max(0, y·scale + shift)` with `stats`' scale and shift (`kernels.cu`'s layout).
+    fn bn_relu_apply(
+        &self,
+        d: &ChannelDims,
+        y: &CudaSlice<f32>,
+        stats: &CudaSlice<f32>,
+        z: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        launch!(self.kernels(), "lungseg_bn_relu_apply", d.n as usize;
+            y, stats, z, &d.channels, &d.plane, &d.n);
         Ok(())
     }
 
@@ -324,15 +358,9 @@ impl NetKernels for CudaNet {
     ) -> Result<()> {
         let (w, b) = split(wb, s.w_len());
         self.with_filter(p, w, |filter| self.convs().forward(s, x, filter, y))?;
-        let oc = out_channels(s);
-        let (channels, plane, n) = (
-            index(oc.channels, "channels")?,
-            index(oc.plane, "plane")?,
-            index(s.y_len(), "output")?,
-        );
-        let bias = p.slice(b);
+        let (d, bias) = (ChannelDims::of(&out_channels(s))?, p.slice(b));
         launch!(self.kernels(), "lungseg_add_channel_bias", s.y_len();
-            y, &bias, &channels, &plane, &n);
+            y, &bias, &d.channels, &d.plane, &d.n);
         Ok(())
     }
 
@@ -357,15 +385,25 @@ impl NetKernels for CudaNet {
         wb: Range<usize>,
     ) -> Result<()> {
         let (w, b) = split(wb, s.w_len());
-        self.convs()
-            .backward_filter(s, x, dy, &mut dp.slice_mut(w))?;
+        if w.start.is_multiple_of(FILTER_ALIGN) {
+            self.convs()
+                .backward_filter(s, x, dy, &mut dp.slice_mut(w))?;
+        } else {
+            // An odd-width layer's weight: cuDNN writes an aligned buffer, copied into place.
+            let mut dw = self.0.floats.take(self.stream(), w.len())?;
+            self.convs().backward_filter(s, x, dy, &mut dw)?;
+            self.stream()
+                .memcpy_dtod(&dw, &mut dp.slice_mut(w))
+                .map_err(candle_core::Error::wrap)?;
+            self.0.floats.give(dw);
+        }
         let oc = out_channels(s);
         let mut sums = self.sums(oc.channels)?;
         self.channel_moments(dy, &mut sums, &oc, false)?;
-        let channels = index(oc.channels, "channels")?;
+        let d = ChannelDims::of(&oc)?;
         let mut db = dp.slice_mut(b);
         launch!(self.kernels(), "lungseg_channel_totals", oc.channels;
-            &sums, &mut db, &channels);
+            &sums, &mut db, &d.channels);
         self.0.sums.give(sums);
         Ok(())
     }
@@ -382,18 +420,11 @@ impl NetKernels for CudaNet {
         let mut sums = self.sums(s.channels)?;
         self.channel_moments(y, &mut sums, s, true)?;
         let mut stats = self.0.floats.take(self.stream(), 5 * s.channels)?;
-        let (batch, channels, plane) = (
-            index(s.batch, "batch")?,
-            index(s.channels, "channels")?,
-            index(s.plane, "plane")?,
-        );
-        let n = index(s.batch * s.channels * s.plane, "activation")?;
-        let gamma_beta = p.slice(affine);
+        let (d, gamma_beta) = (ChannelDims::of(s)?, p.slice(affine));
         launch!(self.kernels(), "lungseg_bn_forward_stats", s.channels;
-            &sums, y, &gamma_beta, &mut stats, &batch, &channels, &plane, &eps);
+            &sums, y, &gamma_beta, &mut stats, &d.batch, &d.channels, &d.plane, &eps);
         self.0.sums.give(sums);
-        launch!(self.kernels(), "lungseg_bn_relu_apply", n as usize;
-            y, &stats, z, &channels, &plane, &n);
+        self.bn_relu_apply(&d, y, &stats, z)?;
         Ok(Arc::new(stats))
     }
 
@@ -408,26 +439,19 @@ impl NetKernels for CudaNet {
         dy: &mut CudaSlice<f32>,
         dp: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let (batch, channels, plane) = (
-            index(s.batch, "batch")?,
-            index(s.channels, "channels")?,
-            index(s.plane, "plane")?,
-        );
-        let n = index(s.batch * s.channels * s.plane, "activation")?;
-        let parts = parts(s.channels, s.batch * s.plane);
-        let threads = s.channels * parts;
-        let parts = index(parts, "parts")?;
+        let d = ChannelDims::of(s)?;
         let stats: &CudaSlice<f32> = stats;
         let mut sums = self.sums(s.channels)?;
-        launch!(self.kernels(), "lungseg_bn_backward_moments", threads;
-            y, dz, stats, &mut sums, &batch, &channels, &plane, &parts);
+        launch!(self.kernels(), "lungseg_bn_backward_moments", d.threads;
+            y, dz, stats, &mut sums, &d.batch, &d.channels, &d.plane, &d.parts);
         let mut coef = self.0.floats.take(self.stream(), 3 * s.channels)?;
         let (gamma_beta, mut d_gamma_beta) = (p.slice(affine.clone()), dp.slice_mut(affine));
         launch!(self.kernels(), "lungseg_bn_backward_coefficients", s.channels;
-            &sums, stats, &gamma_beta, &mut coef, &mut d_gamma_beta, &batch, &channels, &plane);
+            &sums, stats, &gamma_beta, &mut coef, &mut d_gamma_beta, &d.batch, &d.channels,
+            &d.plane);
         self.0.sums.give(sums);
-        launch!(self.kernels(), "lungseg_bn_backward_apply", n as usize;
-            y, dz, stats, &coef, dy, &channels, &plane, &n);
+        launch!(self.kernels(), "lungseg_bn_backward_apply", d.n as usize;
+            y, dz, stats, &coef, dy, &d.channels, &d.plane, &d.n);
         self.0.floats.give(coef);
         Ok(())
     }
@@ -443,14 +467,12 @@ impl NetKernels for CudaNet {
         eps: f64,
         z: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let (channels, plane) = (index(s.channels, "channels")?, index(s.plane, "plane")?);
-        let n = index(s.batch * s.channels * s.plane, "activation")?;
+        let d = ChannelDims::of(s)?;
         let mut folded = self.0.floats.take(self.stream(), 5 * s.channels)?;
         let (gamma_beta, running) = (p.slice(affine), running.slice(stats));
         launch!(self.kernels(), "lungseg_bn_eval_stats", s.channels;
-            &gamma_beta, &running, &mut folded, &channels, &eps);
-        launch!(self.kernels(), "lungseg_bn_relu_apply", n as usize;
-            y, &folded, z, &channels, &plane, &n);
+            &gamma_beta, &running, &mut folded, &d.channels, &eps);
+        self.bn_relu_apply(&d, y, &folded, z)?;
         self.0.floats.give(folded);
         Ok(())
     }
