@@ -327,6 +327,18 @@ fn out_channels(s: &ConvShape) -> BnShape {
     }
 }
 
+/// A pooling's input height and width and its output count as kernel arguments, and the
+/// output count for the launch.
+fn pool_dims(s: &PoolShape) -> Result<(u32, u32, u32, usize)> {
+    let n_out = s.planes * s.h_out() * s.w_out();
+    Ok((
+        index(s.h, "height")?,
+        index(s.w, "width")?,
+        index(n_out, "pooled")?,
+        n_out,
+    ))
+}
+
 fn split(r: Range<usize>, first: usize) -> (Range<usize>, Range<usize>) {
     (r.start..r.start + first, r.start + first..r.end)
 }
@@ -483,12 +495,7 @@ impl NetKernels for CudaNet {
         x: &CudaSlice<f32>,
         y: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let n_out = s.planes * s.h_out() * s.w_out();
-        let (h, w, n) = (
-            index(s.h, "height")?,
-            index(s.w, "width")?,
-            index(n_out, "pooled")?,
-        );
+        let (h, w, n, n_out) = pool_dims(s)?;
         launch!(self.kernels(), "lungseg_max_pool_forward", n_out; x, y, &h, &w, &n);
         Ok(())
     }
@@ -500,12 +507,7 @@ impl NetKernels for CudaNet {
         dy: &CudaSlice<f32>,
         dx: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let n_out = s.planes * s.h_out() * s.w_out();
-        let (h, w, n) = (
-            index(s.h, "height")?,
-            index(s.w, "width")?,
-            index(n_out, "pooled")?,
-        );
+        let (h, w, n, n_out) = pool_dims(s)?;
         launch!(self.kernels(), "lungseg_max_pool_backward_add", n_out; x, dy, dx, &h, &w, &n);
         Ok(())
     }
